@@ -1,0 +1,25 @@
+# The commands a new machine needs. Each installs what it needs first (scripts/bootstrap.sh, a no-op when done).
+SHELL := /bin/bash
+export DAGSTER_HOME := $(CURDIR)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test test-all ui bench bootstrap
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap            ## generate + gate one demo batch end to end, print the summary
+	@.venv/bin/synqa demo
+
+test: bootstrap            ## the default test run (what CI runs)
+	@.venv/bin/python -m pytest -q
+
+test-all: bootstrap        ## including slow tests and real-data measurements
+	@.venv/bin/python -m pytest -q -m "slow or not slow"
+
+ui: bootstrap              ## Dagster UI on http://127.0.0.1:3000
+	@.venv/bin/dagster dev -h 127.0.0.1 -p 3000 -m synqa_dagster.definitions
+
+bench: bootstrap           ## gate throughput and memory at 100k and 500k rows
+	@.venv/bin/python benchmarks/bench_gates.py --rows 100000 500000

@@ -1,0 +1,70 @@
+"""The ``generated_candidates`` asset: seeds expanded by the teacher LLM through the distilabel pipeline."""
+
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from synqa_dagster.assets.reporting import table_metadata
+from synqa_dagster.config import Recipe
+from synqa_dagster.generation.runner import run_in_subprocess
+from synqa_dagster.generation.seeds import batch_seed, select_seeds
+from synqa_dagster.paths import instance_dir
+
+
+def build_generation_asset(recipe: Recipe, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """``generated_candidates`` for ``recipe`` (its code_version is the recipe hash)."""
+    recipe_hash = recipe.content_hash()
+
+    @dg.asset(
+        name="generated_candidates",
+        group_name="generation",
+        kinds={"distilabel", "llama.cpp" if recipe.generator.backend == "llamacpp" else recipe.generator.backend, "parquet"},
+        partitions_def=partitions,
+        code_version=recipe_hash,
+        io_manager_key="parquet_io_manager",
+        owners=["team:synqa"],
+        description=(
+            "Instruction/response candidates for one batch: the batch's seeds expanded with Self-Instruct, "
+            "Evol-Instruct and Magpie (single and multi-turn) by the recipe's teacher LLM through a distilabel "
+            "pipeline. Every row carries row_id, seed, technique, generator id/version, prompt template id, "
+            "sampling parameters and created_at. Same batch + same recipe gives byte-identical rows."
+        ),
+        metadata={"recipe": recipe.name, "recipe_version": recipe.version, "recipe_hash": recipe_hash},
+    )
+    def generated_candidates(context: dg.AssetExecutionContext, seed_corpus: pd.DataFrame):
+        batch = context.partition_key
+        window = context.partition_time_window
+        spec = recipe.seed_corpus
+        seeds = select_seeds(seed_corpus, batch, spec.seeds_per_batch, salt=recipe.generator.seed)
+        context.log.info(f"batch {batch}: {len(seeds)} seeds selected; generating with {recipe.generator.backend}/{recipe.generator.model}")
+        started = time.perf_counter()
+        rows, stats = run_in_subprocess(
+            recipe.source_path,
+            seeds,
+            batch=batch,
+            created_at=window.start.isoformat(),
+            cache_root=instance_dir() / "cache",
+            log=context.log.info,
+        )
+        seconds = time.perf_counter() - started
+        return dg.Output(
+            rows,
+            metadata=table_metadata(
+                rows,
+                ["row_id", "technique", "seed_id", "instruction", "response"],
+                seconds,
+                recipe_hash=recipe_hash,
+                seeds_used=int(len(seeds)),
+                rows_by_technique=stats.rows_by_technique,
+                completion_tokens=stats.completion_tokens,
+                rows_per_second=len(rows) / seconds if seconds else 0.0,
+                tokens_per_second=stats.completion_tokens / stats.seconds if stats.seconds else 0.0,
+                generator_id=str(rows["generator_id"].iloc[0]) if len(rows) else "",
+                generator_version=str(rows["generator_version"].iloc[0]) if len(rows) else "",
+                batch_seed=batch_seed(recipe, batch),
+            ),
+        )
+
+    return generated_candidates

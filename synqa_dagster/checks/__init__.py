@@ -1,0 +1,1 @@
+"""Asset checks: funnel invariants (ERROR, blocking) and the toxicity slice escalation."""

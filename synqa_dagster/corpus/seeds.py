@@ -1,0 +1,195 @@
+"""Load and validate the seed corpus (JSONL, CSV or Parquet) against its taxonomy with great-expectations.
+
+Input columns: ``seed_id``, ``label``, ``text``, ``locale``, optional ``reference_answer`` and
+``taxonomy_version`` (defaults to the recipe's). Output: one row per seed with ``intent`` (the label carried to
+the recipe's taxonomy version through explicit mappings), ``source_label`` / ``source_taxonomy_version`` (as
+written), and ``line`` (where the row is in its file, for error messages and lineage).
+
+Any problem raises :class:`SeedCorpusError` naming the file, the line and the field; nothing is returned from a
+bad corpus, so nothing downstream runs on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from synqa_dagster.corpus.taxonomy import Taxonomy, TaxonomyError, label_mapping, load_taxonomy
+
+REQUIRED_COLUMNS = ("seed_id", "label", "text", "locale")
+OPTIONAL_COLUMNS = ("reference_answer", "taxonomy_version")
+LOCALE_PATTERN = r"^[a-z]{2,3}-[A-Z]{2}$"
+MAX_ERRORS_SHOWN = 20
+
+
+class SeedCorpusError(ValueError):
+    """The seed corpus is unreadable or fails validation; the message names file, line and field."""
+
+
+@dataclass(frozen=True)
+class SeedCorpus:
+    """A validated seed corpus.
+
+    Attributes:
+        rows: one row per seed (see module docstring for columns), sorted by ``seed_id``.
+        path: the file read.
+        content_hash: SHA-256 of the file's bytes (first 16 hex digits).
+        taxonomy: the taxonomy version the ``intent`` column is expressed in.
+    """
+
+    rows: pd.DataFrame
+    path: str
+    content_hash: str
+    taxonomy: Taxonomy
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, first 16 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    """Read JSONL / CSV / Parquet into a DataFrame with a ``line`` column (1-based line in the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SeedCorpusError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        records = []
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SeedCorpusError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from exc
+                if not isinstance(obj, dict):
+                    raise SeedCorpusError(f"{path}: line {lineno}: expected a JSON object")
+                obj["line"] = lineno
+                records.append(obj)
+        frame = pd.DataFrame.from_records(records)
+    elif suffix == ".csv":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        frame["line"] = range(2, len(frame) + 2)  # line 1 is the header
+    elif suffix in (".parquet", ".pq"):
+        frame = pd.read_parquet(path)
+        frame["line"] = range(1, len(frame) + 1)  # for Parquet, "line" is the 1-based row number
+    else:
+        raise SeedCorpusError(f"{path}: unsupported format {suffix!r} (use .jsonl, .csv or .parquet)")
+    if frame.empty:
+        raise SeedCorpusError(f"{path}: no rows")
+    return frame
+
+
+def _expectation_suite(taxonomy_labels: list[str], min_chars: int, max_chars: int):
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name="seed_corpus")
+    for column in REQUIRED_COLUMNS:
+        suite.add_expectation(gx.expectations.ExpectColumnValuesToNotBeNull(column=column))
+    suite.add_expectation(gx.expectations.ExpectColumnValuesToBeUnique(column="seed_id"))
+    suite.add_expectation(
+        gx.expectations.ExpectColumnValueLengthsToBeBetween(column="text", min_value=min_chars, max_value=max_chars)
+    )
+    suite.add_expectation(gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=taxonomy_labels))
+    suite.add_expectation(gx.expectations.ExpectColumnValuesToMatchRegex(column="locale", regex=LOCALE_PATTERN))
+    return suite
+
+
+_RULES = {
+    "expect_column_values_to_not_be_null": "is missing (null)",
+    "expect_column_values_to_be_unique": "is not unique",
+    "expect_column_value_lengths_to_be_between": "length outside [{min_value}, {max_value}] characters",
+    "expect_column_values_to_be_in_set": "is not a label of taxonomy {version}",
+    "expect_column_values_to_match_regex": "does not look like a locale (e.g. en-GB)",
+}
+
+
+def validate_with_great_expectations(
+    frame: pd.DataFrame, path: str | Path, taxonomy: Taxonomy, min_chars: int, max_chars: int
+) -> list[str]:
+    """Run the seed expectation suite; return one message per failing (line, field), empty when valid."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    source = context.data_sources.add_pandas("seed_source")
+    asset = source.add_dataframe_asset("seed_rows")
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
+    suite = _expectation_suite(sorted(taxonomy.labels), min_chars, max_chars)
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["line"]})
+    problems: list[tuple[int, str]] = []
+    for res in result.results:
+        if res.success:
+            continue
+        cfg = res.expectation_config
+        column = cfg.kwargs.get("column")
+        template = _RULES.get(cfg.type, cfg.type)
+        what = template.format(version=taxonomy.version, **{k: v for k, v in cfg.kwargs.items() if k != "column"})
+        for item in res.result.get("unexpected_index_list") or []:
+            line = int(item["line"]) if isinstance(item, dict) else int(frame.iloc[int(item)]["line"])
+            value = frame.loc[frame["line"] == line, column].iloc[0] if column in frame else None
+            shown = "" if value is None or (isinstance(value, float) and pd.isna(value)) else f" (value {str(value)[:60]!r})"
+            problems.append((line, f"{path}: line {line}: field {column}: {what}{shown}"))
+    return [msg for _, msg in sorted(problems)]
+
+
+def load_seed_corpus(
+    path: str | Path,
+    taxonomy_dir: str | Path,
+    taxonomy_version: str,
+    min_chars: int = 8,
+    max_chars: int = 1000,
+) -> SeedCorpus:
+    """Read, validate and version the seed corpus; raise :class:`SeedCorpusError` on any problem."""
+    path = Path(path)
+    frame = read_rows(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise SeedCorpusError(f"{path}: line 1: missing required field(s) {missing} (columns: {sorted(frame.columns)})")
+    extra = sorted(set(frame.columns) - set(REQUIRED_COLUMNS) - set(OPTIONAL_COLUMNS) - {"line"})
+    if extra:
+        raise SeedCorpusError(f"{path}: unknown field(s) {extra}; allowed: {list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+    if "taxonomy_version" not in frame:
+        frame["taxonomy_version"] = taxonomy_version
+    frame["taxonomy_version"] = frame["taxonomy_version"].fillna(taxonomy_version).astype(str)
+    if "reference_answer" not in frame:
+        frame["reference_answer"] = None
+    for column in ("seed_id", "label", "text", "locale"):
+        frame[column] = frame[column].astype("string")
+
+    try:
+        target = load_taxonomy(taxonomy_dir, taxonomy_version)
+        problems: list[str] = []
+        rows_out = []
+        for source_version, group in frame.groupby("taxonomy_version", sort=True):
+            source_taxonomy = load_taxonomy(taxonomy_dir, str(source_version))
+            problems += validate_with_great_expectations(group.reset_index(drop=True), path, source_taxonomy, min_chars, max_chars)
+            if not problems:
+                mapping = label_mapping(taxonomy_dir, str(source_version), taxonomy_version)
+                group = group.assign(intent=group["label"].map(mapping))
+                rows_out.append(group)
+    except TaxonomyError as exc:
+        raise SeedCorpusError(f"{path}: {exc}") from exc
+    if problems:
+        shown = problems[:MAX_ERRORS_SHOWN]
+        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        raise SeedCorpusError(f"seed corpus failed validation ({len(problems)} problem(s)):\n  " + "\n  ".join(shown) + more)
+
+    rows = pd.concat(rows_out, ignore_index=True)
+    rows = rows.rename(columns={"label": "source_label", "taxonomy_version": "source_taxonomy_version"})
+    rows["taxonomy_version"] = taxonomy_version
+    rows = rows[
+        ["seed_id", "intent", "taxonomy_version", "source_label", "source_taxonomy_version", "locale", "text", "reference_answer", "line"]
+    ]
+    rows = rows.sort_values("seed_id", kind="stable").reset_index(drop=True)
+    return SeedCorpus(rows=rows, path=str(path), content_hash=file_hash(path), taxonomy=target)

@@ -1,0 +1,69 @@
+"""The synqa code location: assembles the per-stage assets, checks, jobs, schedule, sensor and resources.
+
+``defs`` is built from the recipe and gate config named by ``$SYNQA_RECIPE`` / ``$SYNQA_GATES`` (defaults:
+``recipes/demo.yaml`` and ``gates/default.yaml``). Tests and the CLI build other variants with
+:func:`build_definitions`.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from synqa_dagster.assets.corpus import build_seed_corpus_asset
+from synqa_dagster.assets.gates import build_gate_assets
+from synqa_dagster.assets.generation import build_generation_asset
+from synqa_dagster.assets.outputs import build_output_assets
+from synqa_dagster.checks.invariants import build_invariant_checks
+from synqa_dagster.checks.toxicity import build_toxicity_checks
+from synqa_dagster.config import load_gate_config, load_recipe
+from synqa_dagster.partitions import batch_partitions
+from synqa_dagster.paths import default_storage_base
+from synqa_dagster.resources import EmbedderResource, ParquetIOManager, ScorerResource, StoreResource
+from synqa_dagster.sensors import build_stale_batches_sensor
+
+BATCH_JOB = "synqa_batch_job"
+
+
+def build_definitions(recipe_path: str | None = None, gates_path: str | None = None, storage_base: str | None = None) -> dg.Definitions:
+    """Definitions for one recipe + gate config; ``storage_base`` overrides ``$SYNQA_STORAGE``."""
+    recipe = load_recipe(recipe_path)
+    gates = load_gate_config(gates_path)
+    partitions = batch_partitions(recipe.batches)
+    assets = [
+        build_seed_corpus_asset(recipe, partitions),
+        build_generation_asset(recipe, partitions),
+        *build_gate_assets(recipe, gates, partitions),
+        *build_output_assets(recipe, gates, partitions),
+    ]
+    checks = [*build_toxicity_checks(gates, partitions), *build_invariant_checks(gates, partitions)]
+    batch_job = dg.define_asset_job(
+        BATCH_JOB,
+        selection=dg.AssetSelection.assets(*assets) | dg.AssetSelection.checks(*checks),
+        description="Generate and gate one batch end to end.",
+        executor_def=dg.in_process_executor,
+    )
+    schedule = dg.build_schedule_from_partitioned_job(
+        batch_job,
+        minute_of_hour=recipe.batches.schedule_offset_minutes % 60,
+        name="synqa_batch_schedule",
+        description="Materializes the newest batch when its window closes.",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )
+    base = storage_base or default_storage_base()
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=[batch_job],
+        schedules=[schedule],
+        sensors=[build_stale_batches_sensor(BATCH_JOB, recipe.content_hash())],
+        resources={
+            "parquet_io_manager": ParquetIOManager(base_path=base),
+            "store": StoreResource(base_path=base),
+            "embedder": EmbedderResource(model_path=gates.embedding_model_path),
+            "scorers": ScorerResource(),
+        },
+        metadata={"recipe_hash": recipe.content_hash(), "gate_config_hash": gates.content_hash()},
+    )
+
+
+defs = build_definitions()

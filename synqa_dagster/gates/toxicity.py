@@ -1,0 +1,471 @@
+"""Toxicity gate: drop candidates a toxicity scorer rates at or above a threshold; report per-slice rates.
+
+Three backends (``ToxicityGateConfig.backend``):
+
+* ``"profanity_check"`` (default): the linear SVM shipped inside ``alt-profanity-check`` (~80k rows/s on 2 CPU
+  cores, no download). Threshold chosen on the TweetEval *offensive* validation split and measured on its test
+  split (``docs/measurements/toxicity-contamination.md``).
+* ``"detoxify"``: a Detoxify checkpoint (BERT-class, ~7 rows/s on 2 cores for bert-base), scored on its
+  ``toxicity`` head. Offline by default: a local ``checkpoint_path`` is required unless ``allow_download=True``.
+* ``"cascade"``: profanity-check screens every row; rows whose profanity score is above ``screen_threshold``
+  plus a seeded random ``calibration_fraction`` of the others are re-scored by Detoxify, and the model's score
+  decides for every row it scored. The calibration sample measures what the screen misses.
+
+The gate also aggregates drop rates per slice (``slice_columns``, default ``intent`` x ``locale``) against a bar
+(``slice_max_rate``) so that a batch-level asset check can escalate (:func:`slice_toxicity_rates`).
+
+Nothing here downloads anything unless ``allow_download=True``: the config refuses a Detoxify backend without a
+local checkpoint, and :class:`DetoxifyScorer` checks that every path Detoxify will open is local before it
+imports Detoxify/torch. Heavy imports (torch, transformers, detoxify, scikit-learn) happen inside the scorers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from synqa_dagster.gates.base import ID_COLUMN, TEXT_COLUMN, Gate, GateResult
+
+CATEGORY_TOXIC = "toxic"
+
+#: Default profanity-check threshold. On TweetEval offensive *validation* the F1 optimum is 0.15 (F1 0.642) and
+#: 0.30 gives F1 0.604 at precision 0.75; but on benign real support queries (BANKING77, 13k) 0.15 drops 3.3% of
+#: rows and 40% of one intent (``pending_cash_withdrawal``: "cash" drives the linear model), while 0.30 drops
+#: 0.4% with no intent above 6.1%. Test split at 0.30: precision 0.790, recall 0.533, AUC 0.834.
+#: See docs/measurements/toxicity-contamination.md.
+DEFAULT_PROFANITY_THRESHOLD = 0.30
+
+
+class ToxicityConfigError(ValueError):
+    """A toxicity backend cannot be set up as configured (e.g. Detoxify without a local checkpoint offline)."""
+
+
+@runtime_checkable
+class ToxicityScorer(Protocol):
+    """What every toxicity scorer offers.
+
+    Attributes:
+        scorer_id: stable id including backend and model (recorded in metrics and lineage).
+        label: short name used in reject reasons (``"profanity-check"``, ``"detoxify original"``).
+    """
+
+    scorer_id: str
+    label: str
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        """Return one toxicity score in ``[0, 1]`` per text (float64, input order)."""
+        ...
+
+
+class ProfanityCheckScorer:
+    """Scores texts with ``alt-profanity-check``'s bundled linear model (``predict_prob``).
+
+    Inputs: texts (str). Outputs: probability of the offensive class, in ``[0, 1]``.
+
+    Attributes:
+        scorer_id: ``"profanity-check:alt-profanity-check==<version>"``.
+        label: ``"profanity-check"``.
+
+    References:
+        - https://github.com/dimitrismistriotis/alt-profanity-check (trained on labelled tweets/Wikipedia comments).
+    """
+
+    label: str = "profanity-check"
+
+    def __init__(self) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from profanity_check import predict_prob  # loads the pickled sklearn model once
+
+        self._predict_prob = predict_prob
+        try:
+            v = version("alt-profanity-check")
+        except PackageNotFoundError:  # pragma: no cover
+            v = "unknown"
+        self.scorer_id = f"profanity-check:alt-profanity-check=={v}"
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros(0, dtype=float)
+        clean = [t if isinstance(t, str) else "" for t in texts]
+        return np.clip(np.asarray(self._predict_prob(clean), dtype=float), 0.0, 1.0)
+
+
+class DetoxifyScorer:
+    """Scores texts with a Detoxify model head (default ``toxicity``), loaded once in ``__init__``.
+
+    Offline by design: with ``allow_download=False`` (default) a local ``checkpoint_path`` is required, and the
+    folder named by the checkpoint's ``config.arch.args.model_type`` (Detoxify calls
+    ``AutoConfig.from_pretrained`` on it unconditionally) and ``huggingface_config_path`` (config + tokenizer files)
+    must be local folders. All of this is checked *before* detoxify or torch is imported, so a misconfiguration
+    fails fast with :class:`ToxicityConfigError` and never reaches the network. Only with ``allow_download=True``
+    and no checkpoint does Detoxify fetch its published checkpoint for ``model_type``.
+
+    Inputs: texts (str). Outputs: sigmoid score of ``head`` in ``[0, 1]``.
+
+    Attributes:
+        model_type: label of the model ("original", "unbiased", "multilingual"...), used in reasons and ids.
+        checkpoint_path: local Detoxify checkpoint (``{"config": ..., "state_dict": ...}``), or None.
+        head: output class scored (``"toxicity"``).
+        batch_size: texts per forward pass.
+        scorer_id: ``"detoxify:<model_type>:<checkpoint file name>"``.
+        label: ``"detoxify <model_type>"``.
+        class_names: the checkpoint's output classes.
+
+    References:
+        - Hanu & Unitary team, Detoxify (2020), https://github.com/unitaryai/detoxify
+    """
+
+    def __init__(
+        self,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        huggingface_config_path: str | os.PathLike[str] | None = None,
+        model_type: str = "original",
+        allow_download: bool = False,
+        batch_size: int = 32,
+        device: str = "cpu",
+        head: str = "toxicity",
+    ) -> None:
+        self.model_type = model_type
+        self.checkpoint_path = str(checkpoint_path) if checkpoint_path is not None else None
+        self.huggingface_config_path = str(huggingface_config_path) if huggingface_config_path is not None else None
+        self.head = head
+        self.batch_size = int(batch_size)
+        self.device = device
+        if self.checkpoint_path is None and not allow_download:
+            raise ToxicityConfigError(
+                "Detoxify needs a local checkpoint_path when allow_download=False (the default); refusing to "
+                f"download the published {model_type!r} checkpoint. Set checkpoint_path (and "
+                "huggingface_config_path) to local files, or allow_download=True to let Detoxify fetch it."
+            )
+        if self.checkpoint_path is not None and not allow_download:
+            self._check_offline(self.checkpoint_path, self.huggingface_config_path)
+        if self.checkpoint_path is not None and not Path(self.checkpoint_path).is_file():
+            raise ToxicityConfigError(f"Detoxify checkpoint not found: {self.checkpoint_path}")
+
+        from detoxify import Detoxify  # heavy: torch + transformers
+
+        t0 = time.perf_counter()
+        self._model = Detoxify(
+            model_type=model_type,
+            checkpoint=self.checkpoint_path,
+            device=device,
+            huggingface_config_path=self.huggingface_config_path,
+        )
+        self.load_seconds = time.perf_counter() - t0
+        self.class_names: list[str] = list(self._model.class_names)
+        if head not in self.class_names:
+            raise ToxicityConfigError(f"Detoxify checkpoint has no {head!r} head; classes: {self.class_names}")
+        ckpt = Path(self.checkpoint_path).name if self.checkpoint_path else "published"
+        self.scorer_id = f"detoxify:{model_type}:{ckpt}"
+        self.label = f"detoxify {model_type}"
+
+    @staticmethod
+    def _check_offline(checkpoint_path: str, huggingface_config_path: str | None) -> None:
+        """Fail unless every path Detoxify will open for this checkpoint is local."""
+        ckpt = Path(checkpoint_path)
+        if not ckpt.is_file():
+            raise ToxicityConfigError(f"Detoxify checkpoint not found: {ckpt}")
+        if huggingface_config_path is not None and not Path(huggingface_config_path).is_dir():
+            raise ToxicityConfigError(f"huggingface_config_path is not a local folder: {huggingface_config_path}")
+        import torch  # needed to read the checkpoint's config; no network
+
+        try:
+            loaded = torch.load(str(ckpt), map_location="cpu", mmap=True, weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ToxicityConfigError(f"cannot read Detoxify checkpoint {ckpt}: {exc}") from exc
+        try:
+            args = loaded["config"]["arch"]["args"]
+            model_dir = args["model_type"]
+            loaded["config"]["dataset"]["args"]["classes"]
+        except (KeyError, TypeError) as exc:
+            raise ToxicityConfigError(
+                f"{ckpt} is not a Detoxify checkpoint: it needs config.arch.args "
+                "{model_type, model_name, tokenizer_name, num_classes} and config.dataset.args.classes"
+            ) from exc
+        if not (Path(str(model_dir)) / "config.json").is_file():
+            raise ToxicityConfigError(
+                f"{ckpt}: config.arch.args.model_type={model_dir!r} is not a local model folder with a config.json; "
+                "Detoxify would fetch it from the Hugging Face hub. Point it at a local folder (or set "
+                "allow_download=True)."
+            )
+        del loaded
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros(len(texts), dtype=float)
+        clean = [t if isinstance(t, str) else "" for t in texts]
+        for s in range(0, len(clean), self.batch_size):
+            batch = clean[s : s + self.batch_size]
+            pred = self._model.predict(batch)[self.head]
+            out[s : s + len(batch)] = np.asarray(pred, dtype=float)
+        return np.clip(out, 0.0, 1.0)
+
+
+class ToxicityGateConfig(BaseModel):
+    """Configuration of :class:`ToxicityGate`.
+
+    Attributes:
+        backend: ``"profanity_check"``, ``"detoxify"`` or ``"cascade"`` (screen + model).
+        profanity_threshold: drop at or above this profanity-check probability.
+        detoxify_threshold: drop at or above this Detoxify ``detoxify_head`` score.
+        detoxify_head: Detoxify output class used.
+        checkpoint_path: local Detoxify checkpoint file.
+        huggingface_config_path: local folder with the model's HF config and tokenizer files.
+        model_type: model label ("original", "unbiased", "multilingual"; the published checkpoint name if
+            downloading).
+        allow_download: let Detoxify download its checkpoint when no ``checkpoint_path`` is set.
+        detoxify_batch_size: texts per Detoxify forward pass.
+        device: torch device for Detoxify.
+        screen_threshold: cascade: profanity score above which the model re-scores a row.
+        calibration_fraction: cascade: fraction of the other rows also re-scored (seeded by row id).
+        calibration_seed: seed of the calibration sample.
+        slice_columns: columns whose value combinations form the slices of the per-slice table.
+        slice_max_rate: drop-rate bar per slice; a slice above it (with at least ``slice_min_rows``) is over bar.
+        slice_min_rows: slices smaller than this never count as over bar (too few rows for a rate).
+        escalation_severity: severity of the batch-level asset check when a slice is over bar.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["profanity_check", "detoxify", "cascade"] = Field(
+        default="profanity_check", description="Scorer: profanity_check, detoxify, or cascade (screen then model)."
+    )
+    profanity_threshold: float = Field(
+        default=DEFAULT_PROFANITY_THRESHOLD,
+        ge=0.0,
+        le=1.0,
+        description="Drop at or above this alt-profanity-check probability (chosen on TweetEval val + BANKING77).",
+    )
+    detoxify_threshold: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Drop at or above this Detoxify score on detoxify_head."
+    )
+    detoxify_head: str = Field(default="toxicity", description="Detoxify output class used for the decision.")
+    checkpoint_path: str | None = Field(default=None, description="Local Detoxify checkpoint file (.ckpt).")
+    huggingface_config_path: str | None = Field(
+        default=None, description="Local folder holding the model's Hugging Face config and tokenizer files."
+    )
+    model_type: str = Field(default="original", description="Detoxify model label: original, unbiased, multilingual.")
+    allow_download: bool = Field(
+        default=False, description="Allow Detoxify to download its published checkpoint when checkpoint_path is unset."
+    )
+    detoxify_batch_size: int = Field(default=32, ge=1, description="Texts per Detoxify forward pass.")
+    device: str = Field(default="cpu", description="Torch device for Detoxify.")
+    screen_threshold: float = Field(
+        default=0.15,
+        ge=0.0,
+        le=1.0,
+        description="Cascade: rows with profanity score above this are re-scored by the model.",
+    )
+    calibration_fraction: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Cascade: fraction of unscreened rows also re-scored (seeded sample)."
+    )
+    calibration_seed: int = Field(default=0, description="Seed of the cascade calibration sample.")
+    slice_columns: list[str] = Field(
+        default_factory=lambda: ["intent", "locale"], description="Columns whose value combinations form slices."
+    )
+    slice_max_rate: float = Field(default=0.05, ge=0.0, le=1.0, description="Toxic drop-rate bar per slice.")
+    slice_min_rows: int = Field(default=20, ge=1, description="Slices with fewer rows are never over bar.")
+    escalation_severity: Literal["WARN", "ERROR"] = Field(
+        default="WARN", description="Severity of the batch-level check when a slice is over its bar."
+    )
+
+    @model_validator(mode="after")
+    def _offline_by_default(self) -> "ToxicityGateConfig":
+        if self.backend in ("detoxify", "cascade") and self.checkpoint_path is None and not self.allow_download:
+            raise ValueError(
+                f"backend={self.backend!r} needs a local checkpoint_path when allow_download=False (the default): "
+                "refusing to let Detoxify download a checkpoint. Set checkpoint_path/huggingface_config_path, "
+                "or allow_download=True."
+            )
+        return self
+
+
+class ToxicityGate(Gate):
+    """Drops rows whose toxicity score reaches the backend's threshold, with the score and scorer in the reason.
+
+    Input columns:
+        - ``text`` (str): the candidate's turns joined by newlines.
+        - ``row_id`` (str, optional): seeds the cascade's calibration sample (row position otherwise).
+        - ``slice_columns`` (optional): per-slice drop rates in ``metrics["slices"]``.
+
+    Output (per row): category ``toxic``, reason ``"toxicity 0.87 ≥ 0.30 (profanity-check)"`` or
+    ``"toxicity 0.21 ≥ 0.05 (detoxify original)"``, score = the deciding scorer's score (model score for rows
+    the cascade re-scored). Metrics: scorer ids, thresholds, cascade counts, per-slice table.
+
+    Attributes:
+        config: the :class:`ToxicityGateConfig`.
+        profanity_scorer: the screen / profanity scorer (None for ``backend="detoxify"``).
+        model_scorer: the Detoxify scorer (None for ``backend="profanity_check"``).
+
+    References:
+        - Barbieri et al. 2020, TweetEval (offensive = OLID/OffensEval-2019), used to choose the threshold.
+    """
+
+    name: ClassVar[str] = "toxicity"
+
+    def __init__(
+        self,
+        config: ToxicityGateConfig | None = None,
+        *,
+        profanity_scorer: ToxicityScorer | None = None,
+        model_scorer: ToxicityScorer | None = None,
+    ) -> None:
+        """Build (or take prebuilt) scorers once.
+
+        Args:
+            config: gate configuration (default: profanity_check backend).
+            profanity_scorer: a prebuilt profanity scorer (e.g. owned by a Dagster resource).
+            model_scorer: a prebuilt model scorer (e.g. a :class:`DetoxifyScorer` owned by a resource).
+        """
+        self.config = config or ToxicityGateConfig()
+        cfg = self.config
+        if cfg.backend in ("profanity_check", "cascade"):
+            self.profanity_scorer = profanity_scorer or ProfanityCheckScorer()
+        else:
+            self.profanity_scorer = profanity_scorer
+        if cfg.backend in ("detoxify", "cascade"):
+            self.model_scorer = model_scorer or DetoxifyScorer(
+                checkpoint_path=cfg.checkpoint_path,
+                huggingface_config_path=cfg.huggingface_config_path,
+                model_type=cfg.model_type,
+                allow_download=cfg.allow_download,
+                batch_size=cfg.detoxify_batch_size,
+                device=cfg.device,
+                head=cfg.detoxify_head,
+            )
+        else:
+            self.model_scorer = model_scorer
+
+    def _calibration_mask(self, rows: pd.DataFrame) -> np.ndarray:
+        """Seeded sample of rows, stable per row id (independent of batch order and size)."""
+        frac = self.config.calibration_fraction
+        n = len(rows)
+        if frac <= 0 or n == 0:
+            return np.zeros(n, dtype=bool)
+        keys = rows[ID_COLUMN].astype(str).tolist() if ID_COLUMN in rows.columns else [str(i) for i in range(n)]
+        salt = str(self.config.calibration_seed).encode()
+        u = np.fromiter(
+            (
+                int.from_bytes(hashlib.blake2b(k.encode("utf-8"), digest_size=8, key=salt[:64]).digest(), "little")
+                / 2.0**64
+                for k in keys
+            ),
+            dtype=float,
+            count=n,
+        )
+        return u < frac
+
+    def evaluate(self, rows: pd.DataFrame) -> GateResult:
+        """Score every row with the configured backend and drop rows at or above the threshold."""
+        cfg = self.config
+        n = len(rows)
+        result = GateResult.all_kept(self.name, n)
+        texts = rows[TEXT_COLUMN].tolist() if n else []
+        metrics: dict[str, Any] = {"backend": cfg.backend}
+        t0 = time.perf_counter()
+        if cfg.backend == "profanity_check":
+            assert self.profanity_scorer is not None
+            score = self.profanity_scorer.score(texts)
+            thr = np.full(n, cfg.profanity_threshold)
+            labels = np.full(n, self.profanity_scorer.label, dtype=object)
+            metrics.update(scorer_ids=[self.profanity_scorer.scorer_id], threshold=cfg.profanity_threshold)
+        elif cfg.backend == "detoxify":
+            assert self.model_scorer is not None
+            score = self.model_scorer.score(texts)
+            thr = np.full(n, cfg.detoxify_threshold)
+            labels = np.full(n, self.model_scorer.label, dtype=object)
+            metrics.update(scorer_ids=[self.model_scorer.scorer_id], threshold=cfg.detoxify_threshold)
+        else:
+            assert self.profanity_scorer is not None and self.model_scorer is not None
+            screen = self.profanity_scorer.score(texts)
+            screened = screen > cfg.screen_threshold
+            calib = self._calibration_mask(rows) & ~screened
+            to_model = screened | calib
+            idx = np.flatnonzero(to_model)
+            model_scores = self.model_scorer.score([texts[i] for i in idx]) if len(idx) else np.zeros(0)
+            score = screen.copy()
+            score[idx] = model_scores
+            thr = np.where(to_model, cfg.detoxify_threshold, cfg.profanity_threshold)
+            labels = np.where(to_model, self.model_scorer.label, self.profanity_scorer.label).astype(object)
+            model_flag = np.zeros(n, dtype=bool)
+            model_flag[idx] = model_scores >= cfg.detoxify_threshold
+            metrics.update(
+                scorer_ids=[self.profanity_scorer.scorer_id, self.model_scorer.scorer_id],
+                threshold=cfg.detoxify_threshold,
+                profanity_threshold=cfg.profanity_threshold,
+                screen_threshold=cfg.screen_threshold,
+                calibration_fraction=cfg.calibration_fraction,
+                cascade_screened=int(screened.sum()),
+                cascade_calibration=int(calib.sum()),
+                cascade_model_rows=int(len(idx)),
+                # share of the calibration sample the model flags = estimated miss rate of the screen
+                cascade_calibration_flagged=int(model_flag[calib].sum()),
+                cascade_screen_miss_rate_est=(float(model_flag[calib].mean()) if calib.any() else None),
+            )
+        metrics["score_seconds"] = round(time.perf_counter() - t0, 4)
+        score = np.asarray(score, dtype=float)
+        mask = score >= thr
+        reasons: list[str | None] = [None] * n
+        for i in np.flatnonzero(mask):
+            reasons[i] = f"toxicity {score[i]:.2f} ≥ {thr[i]:.2f} ({labels[i]})"
+        result.drop_where(mask, CATEGORY_TOXIC, reasons, score)
+        result.score[:] = score
+        metrics["dropped_toxic"] = int(mask.sum())
+        table = slice_toxicity_rates(rows, result, cfg)
+        metrics["slice_max_rate"] = cfg.slice_max_rate
+        metrics["slices"] = table.to_dict(orient="records")
+        metrics["slices_over_bar"] = int(table["over_bar"].sum()) if len(table) else 0
+        result.metrics = metrics
+        return result
+
+
+def slice_toxicity_rates(rows: pd.DataFrame, result: GateResult, config: ToxicityGateConfig) -> pd.DataFrame:
+    """Toxic drop rate per slice, for the batch-level escalation check.
+
+    Slices are the value combinations of ``config.slice_columns`` present in ``rows`` (missing values form their
+    own slice, shown as ``"<missing>"``; with none of the columns present there is one slice over all rows).
+
+    Returns:
+        DataFrame with the slice columns, then ``n`` (rows), ``dropped`` (rows dropped as ``toxic``), ``rate``,
+        ``bar`` (``config.slice_max_rate``) and ``over_bar`` (``rate > bar`` and ``n >= config.slice_min_rows``),
+        sorted by rate (highest first) then slice values.
+    """
+    if len(rows) != len(result):
+        raise ValueError(f"result has {len(result)} decisions for {len(rows)} rows")
+    cols = [c for c in config.slice_columns if c in rows.columns]
+    toxic = np.array([(not k) and c == CATEGORY_TOXIC for k, c in zip(result.keep, result.category)], dtype=bool)
+    frame = pd.DataFrame({"_toxic": toxic})
+    for c in cols:
+        frame[c] = rows[c].astype(object).where(rows[c].notna(), "<missing>").to_numpy()
+    if cols:
+        g = frame.groupby(cols, sort=True, dropna=False)["_toxic"]
+        table = pd.DataFrame({"n": g.size(), "dropped": g.sum()}).reset_index()
+    else:
+        table = pd.DataFrame({"n": [len(frame)], "dropped": [int(toxic.sum())]})
+    table["n"] = table["n"].astype(int)
+    table["dropped"] = table["dropped"].astype(int)
+    table["rate"] = table["dropped"] / table["n"].where(table["n"] > 0, 1)
+    table["bar"] = float(config.slice_max_rate)
+    table["over_bar"] = (table["rate"] > table["bar"]) & (table["n"] >= config.slice_min_rows)
+    table = table.sort_values(["rate", *cols], ascending=[False, *([True] * len(cols))], kind="mergesort")
+    return table.reset_index(drop=True)
+
+
+__all__ = [
+    "CATEGORY_TOXIC",
+    "DEFAULT_PROFANITY_THRESHOLD",
+    "DetoxifyScorer",
+    "ProfanityCheckScorer",
+    "ToxicityConfigError",
+    "ToxicityGate",
+    "ToxicityGateConfig",
+    "ToxicityScorer",
+    "slice_toxicity_rates",
+]

@@ -1,0 +1,83 @@
+"""Run one batch's distilabel pipeline in a clean child process.
+
+distilabel starts its steps with ``multiprocessing``; forking that from a process with live threads (Dagster's
+executor, log capture, gRPC) can deadlock, so the ``generated_candidates`` asset runs the pipeline here, in a
+fresh interpreter: ``python -m synqa_dagster.generation.runner --recipe R --seeds S --batch B --created-at T
+--cache C --out O``. Inputs and outputs are Parquet/JSON files; the exit status tells success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from synqa_dagster.generation.pipeline import GenerationStats
+
+
+class GenerationFailed(RuntimeError):
+    """The generation child process failed; the message carries the tail of its output."""
+
+
+def run_in_subprocess(
+    recipe_path: str,
+    seeds: pd.DataFrame,
+    batch: str,
+    created_at: str,
+    cache_root: Path,
+    log=print,
+) -> tuple[pd.DataFrame, GenerationStats]:
+    """Generate candidates for ``batch`` in a child interpreter; stream its log lines to ``log``."""
+    with tempfile.TemporaryDirectory(prefix="synqa-gen-") as tmp:
+        seeds_path, out_path, stats_path = (Path(tmp) / n for n in ("seeds.parquet", "rows.parquet", "stats.json"))
+        seeds.to_parquet(seeds_path)
+        cmd = [
+            sys.executable, "-m", "synqa_dagster.generation.runner",
+            "--recipe", recipe_path, "--seeds", str(seeds_path), "--batch", batch, "--created-at", created_at,
+            "--cache", str(cache_root), "--out", str(out_path), "--stats", str(stats_path),
+        ]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if not line or "Generating train split" in line:
+                continue
+            tail = (tail + [line])[-40:]
+            log(line)
+        if proc.wait() != 0:
+            raise GenerationFailed(f"generation for batch {batch} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+        stats = GenerationStats(**json.loads(stats_path.read_text()))
+        return pd.read_parquet(out_path), stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("recipe", "seeds", "batch", "created-at", "cache", "out", "stats"):
+        parser.add_argument(f"--{name}", required=True)
+    args = parser.parse_args(argv)
+
+    from synqa_dagster.config import load_recipe
+    from synqa_dagster.corpus.taxonomy import load_taxonomy
+    from synqa_dagster.generation.pipeline import generate_candidates
+
+    recipe = load_recipe(args.recipe)
+    spec = recipe.seed_corpus
+    taxonomy = load_taxonomy(recipe.resolved(spec.taxonomy_dir), spec.taxonomy_version)
+    seeds = pd.read_parquet(args.seeds)
+    rows, stats = generate_candidates(recipe, seeds, taxonomy, args.batch, args.created_at, Path(args.cache))
+    rows.to_parquet(args.out)
+    Path(args.stats).write_text(json.dumps(asdict(stats)))
+    print(f"generated {len(rows)} rows in {stats.seconds:.1f} s ({stats.completion_tokens} completion tokens)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

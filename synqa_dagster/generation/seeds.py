@@ -1,0 +1,43 @@
+"""Deterministic per-batch seed selection and the prompt inputs built from each seed."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+
+from synqa_dagster.config import Recipe
+
+
+def stable_int(*parts: object, bits: int = 32) -> int:
+    """A stable non-negative integer from ``parts`` (SHA-256; independent of PYTHONHASHSEED and platform)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % (1 << bits)
+
+
+def batch_seed(recipe: Recipe, batch: str) -> int:
+    """The generator seed of one batch: the recipe seed mixed with the batch key."""
+    return stable_int("batch-seed", recipe.generator.seed, batch, bits=31)
+
+
+def select_seeds(seeds: pd.DataFrame, batch: str, n: int, salt: int) -> pd.DataFrame:
+    """Pick ``n`` seeds for ``batch``: a stable pseudo-random order per batch, covering distinct intents first.
+
+    The same corpus, batch and salt always give the same seeds in the same order; different batches rotate
+    through the corpus so that, over many batches, every intent and locale is used.
+    """
+    keyed = seeds.assign(_key=[stable_int("seed-order", salt, batch, s) for s in seeds["seed_id"]])
+    keyed = keyed.sort_values(["_key", "seed_id"], kind="stable")
+    keyed["_rank_in_intent"] = keyed.groupby("intent").cumcount()
+    chosen = keyed.sort_values(["_rank_in_intent", "_key", "seed_id"], kind="stable").head(n)
+    return chosen.drop(columns=["_key", "_rank_in_intent"]).sort_values("seed_id").reset_index(drop=True)
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill_template(template: str, **values: object) -> str:
+    """``str.format_map`` that leaves unknown placeholders alone; values are inserted as plain text."""
+    return template.format_map(_Blank({k: "" if v is None else str(v) for k, v in values.items()}))

@@ -1,0 +1,32 @@
+"""Where things live: the project root, the instance folder and the shipped configuration files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_ROOT.parent
+
+DEFAULT_RECIPE = PROJECT_ROOT / "recipes" / "demo.yaml"
+DEFAULT_GATES = PROJECT_ROOT / "gates" / "default.yaml"
+
+
+def instance_dir() -> Path:
+    """synqa's instance folder (``$SYNQA_HOME``, default ``<project>/.synqa``, git-ignored).
+
+    Holds the Dagster run storage (``dagster/``, see dagster.yaml), Parquet outputs (``storage/``), model
+    caches (``models/``, ``cache/``: distilabel and Hugging Face caches never go to ``~/.cache``).
+    """
+    return Path(os.environ.get("SYNQA_HOME") or PROJECT_ROOT / ".synqa").resolve()
+
+
+def default_storage_base() -> str:
+    """Base path of the Parquet outputs: ``$SYNQA_STORAGE`` (local path or ``s3://bucket/prefix``)."""
+    return os.environ.get("SYNQA_STORAGE") or str(instance_dir() / "storage")
+
+
+def resolve_path(path: str | os.PathLike[str], base: Path = PROJECT_ROOT) -> Path:
+    """Resolve a config-relative path against the project root (absolute paths are kept)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()

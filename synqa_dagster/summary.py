@@ -1,0 +1,68 @@
+"""The one-screen summary the demo prints: where the outputs are, the funnel, reasons, and a few accepted rows."""
+
+from __future__ import annotations
+
+import textwrap
+
+import dagster as dg
+import pandas as pd
+
+from synqa_dagster.funnel import funnel_table
+from synqa_dagster.storage import TableStore
+
+GATES = {"quality": "quality_gate", "dedup": "dedup_gate", "toxicity": "toxicity_gate", "contamination": "contamination_gate"}
+
+
+def _store(defs: dg.Definitions) -> TableStore:
+    return defs.resources["store"].store
+
+
+def batch_summary(defs: dg.Definitions, batch: str, seconds: float) -> str:
+    """Summary of ``batch`` from what the run stored (works for partial runs: missing stages are named)."""
+    store = _store(defs)
+    out = [f"\nbatch {batch} finished in {seconds:.0f} s", f"outputs under {store.base}:"]
+    for asset in ("seed_corpus", "generated_candidates", *GATES.values(), "candidate_embeddings", "reject_log", "accepted_dataset", "dedup_index"):
+        out.append(f"  {asset:<22} {store.uri(asset, batch) if store.exists(asset, batch) else '(not materialized)'}")
+    if not store.exists("generated_candidates", batch):
+        return "\n".join(out)
+    candidates = store.read("generated_candidates", batch)
+    gen_meta = _latest_metadata(defs, "generated_candidates", batch)
+    out.append(f"\ngeneration: {len(candidates)} candidates from {candidates['seed_id'].nunique()} seeds "
+               f"({', '.join(f'{k} {v}' for k, v in candidates['technique'].value_counts().sort_index().items())})")
+    if gen_meta:
+        out.append(f"            {gen_meta.get('rows_per_second', 0):.2f} rows/s, {gen_meta.get('tokens_per_second', 0):.1f} tokens/s, "
+                   f"generator {gen_meta.get('generator_id', '')} {str(gen_meta.get('generator_version', ''))[:19]}")
+    tables = {g: store.read(a, batch) for g, a in GATES.items() if store.exists(a, batch)}
+    if tables:
+        funnel = funnel_table(len(candidates), tables)
+        out.append("\nfunnel:")
+        out.append(textwrap.indent(funnel.to_string(index=False), "  "))
+    if store.exists("reject_log", batch):
+        log = store.read("reject_log", batch)
+        if len(log):
+            out.append("\nsample reject reasons:")
+            for gate, group in log.groupby("gate", sort=False):
+                for reason in group["reject_reason"].head(2):
+                    out.append(f"  [{gate}] {_short(reason, 110)}")
+    if store.exists("accepted_dataset", batch):
+        accepted = store.read("accepted_dataset", batch)
+        out.append(f"\naccepted: {len(accepted)} of {len(candidates)} ({len(accepted) / max(1, len(candidates)):.0%}); e.g.")
+        for row in accepted.head(3).itertuples():
+            out.append(f"  [{row.technique}] Q: {_short(row.instruction, 90)}")
+            out.append(f"  {'':{len(row.technique) + 2}} A: {_short(row.response, 90)}")
+    out.append("\nopen the lineage in the Dagster UI: make ui  →  http://127.0.0.1:3000")
+    return "\n".join(out)
+
+
+def _short(text: object, width: int) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _latest_metadata(defs: dg.Definitions, asset: str, batch: str) -> dict:
+    instance = dg.DagsterInstance.get()
+    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[batch]), limit=1)
+    if not result.records:
+        return {}
+    meta = result.records[0].asset_materialization.metadata
+    return {k: getattr(v, "value", v) for k, v in meta.items()}
