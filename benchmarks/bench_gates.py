@@ -106,9 +106,17 @@ def _perturb(text: str, rng: random.Random, edits: int) -> str:
     return " ".join(w)
 
 
+def _sentences(pool: list[str], rng: random.Random) -> str:
+    return " ".join(rng.choice(pool) for _ in range(rng.randint(2, 5)))
+
+
 def build_rows(n: int, data: Path, seed: int = 0) -> "Any":
     """``n`` deterministic instruction rows (``row_id``, ``batch``, ``seed_id``, ``intent``, ``locale``,
-    ``technique``, ``text``), about 3% exact and 3% near duplicates and ~2% planted defects."""
+    ``technique``, ``text``): ~36% support (BANKING77 query + 2-5 SST-2 sentences), 30% maths (GSM8K question +
+    a GSM8K worked answer), 25% self-instruct (task + its reference output for 15%, else SST-2 sentences), 30% of
+    those lightly perturbed; 3.5% exact duplicates (re-cased / re-spaced copies of earlier rows), 3.5% near
+    duplicates (1-2 word edits), 1.4% planted defects (meta-prompt leaks, sentence loops, offensive tweets,
+    GSM8K-test / HumanEval items)."""
     import pandas as pd
 
     src = _read_sources(data)
@@ -136,16 +144,14 @@ def build_rows(n: int, data: Path, seed: int = 0) -> "Any":
             text = "Solve this:\n" + rng.choice(src["contaminated"])
             tech = "planted_contamination"
         elif r < 0.45:
-            resp = " ".join(rng.choice(src["sst2"]) for _ in range(rng.randint(2, 5)))
-            text = rng.choice(src["banking"]) + "\n" + resp
+            text = rng.choice(src["banking"]) + "\n" + _sentences(src["sst2"], rng)
             tech = "support_qa"
-        elif r < 0.75:
-            k = rng.randrange(len(src["gsm_q"]))
-            text = src["gsm_q"][k] + "\n" + src["gsm_a"][(k + rng.randint(0, 3)) % len(src["gsm_a"])]
+        elif r < 0.75:  # a maths question with a (different) worked answer: realistic length and style
+            text = rng.choice(src["gsm_q"]) + "\n" + rng.choice(src["gsm_a"])
             tech = "math"
-        else:
+        else:  # a self-instruct task; 15% keep the task's own reference output
             k = rng.randrange(len(src["si_instr"]))
-            resp = src["si_out"][k] + " " + " ".join(rng.choice(src["sst2"]) for _ in range(rng.randint(0, 3)))
+            resp = src["si_out"][k] if rng.random() < 0.15 else _sentences(src["sst2"], rng)
             text = src["si_instr"][k] + "\n" + resp
             tech = "self_instruct"
         if tech in ("support_qa", "math", "self_instruct") and rng.random() < 0.3:

@@ -45,7 +45,8 @@ def _context(args: argparse.Namespace):
 def run_batch(job, instance, batch: str) -> tuple[bool, float]:
     """Materialize every asset of ``job`` for ``batch`` in this process; returns (success, seconds)."""
     started = time.perf_counter()
-    result = job.execute_in_process(partition_key=batch, instance=instance, raise_on_error=False)
+    run_config = {"loggers": {"console": {"config": {"log_level": os.environ.get("SYNQA_LOG_LEVEL", "INFO")}}}}
+    result = job.execute_in_process(partition_key=batch, instance=instance, raise_on_error=False, run_config=run_config)
     return result.success, time.perf_counter() - started
 
 

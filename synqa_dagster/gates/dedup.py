@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 BATCH_COLUMN = "batch"
+_SET_CACHE_SIZE = 20_000  # shingle sets kept in memory while verifying (~10 KB each)
 MINHASH_COLUMN = "minhash"
 TEXT_HASH_COLUMN = "text_hash"
 SPEC_COLUMN = "minhash_spec"
@@ -89,8 +90,13 @@ class DedupGateConfig(BaseModel):
             costs one exact-Jaccard check, while a false negative is a duplicate that survives: at 0.85 and
             128 permutations the defaults give 16 bands x 8 rows (P(candidate) = 0.99 at J = 0.85, 0.61 at
             J = 0.7), where the symmetric weights would give 8 x 16 (P = 0.46 at J = 0.85).
-        max_candidates_per_row: at most this many earlier members of one LSH bucket are paired with a row
-            (plus the bucket's first member), so a huge bucket cannot make the check quadratic.
+        max_candidates_per_row: in each band a row is paired with at most this many preceding members of its
+            LSH bucket (plus the bucket's first member), so a big cluster of similar rows (many generations
+            of one seed) cannot make candidate generation quadratic.
+        max_verify_per_row: a row's candidates are verified in decreasing MinHash estimate, at most this many
+            exact checks per row (counted in ``metrics["not_checked_over_budget"]`` when exceeded): a true
+            near-duplicate (J >= threshold) ranks above rows at J ~0.7, so the budget is only reached inside
+            dense clusters of borderline rows.
         skip_estimate_below: LSH candidates whose MinHash estimate is below this are not verified (they are
             counted in ``metrics["skipped_by_estimate"]``). This only ever *keeps* rows: a drop always needs the
             exact Jaccard. With 128 permutations the estimate of a pair at J = 0.85 is Binomial(128, 0.85)/128
@@ -116,7 +122,8 @@ class DedupGateConfig(BaseModel):
     rows: int | None = Field(None, ge=1, description="LSH rows per band override (with bands).")
     false_positive_weight: float = Field(0.02, ge=0.0, le=1.0, description="_optimal_param FP weight.")
     false_negative_weight: float = Field(0.98, ge=0.0, le=1.0, description="_optimal_param FN weight.")
-    max_candidates_per_row: int = Field(64, ge=1, description="Earlier bucket members paired with a row.")
+    max_candidates_per_row: int = Field(8, ge=1, description="Earlier bucket members paired with a row, per band.")
+    max_verify_per_row: int = Field(8, ge=1, description="Exact-Jaccard checks per row, best estimates first.")
     skip_estimate_below: float | None = Field(
         0.6,
         ge=0.0,
@@ -659,10 +666,10 @@ class DedupGate(Gate):
         t_sig = time.perf_counter()
 
         items = self._items(rows, row_ids, batches, normalized, sig, lsh_rows, prior_frame, prior_sig)
-        pairs = self._candidate_pairs(items)
+        pairs, est, n_candidates = self._candidate_pairs(items)
         t_lsh = time.perf_counter()
 
-        verify = self._verify(result, items, pairs)
+        verify = self._verify(result, items, pairs, est)
         t_end = time.perf_counter()
 
         result.metrics = {
@@ -677,7 +684,8 @@ class DedupGate(Gate):
             "exact_duplicates": int(sum(c == "exact_duplicate" for c in result.category)),
             "near_duplicates": int(sum(c == "near_duplicate" for c in result.category)),
             "empty_skipped": int(sum(1 for t in normalized if not t)),
-            "candidate_pairs": int(len(pairs)),
+            "candidate_pairs": int(n_candidates),
+            "skipped_by_estimate": int(n_candidates - len(pairs)),
             **verify,
             "timings_s": {
                 "normalize": round(t_norm - t0, 4),
@@ -788,61 +796,74 @@ class DedupGate(Gate):
             row_index=np.concatenate((np.full(len(p_ids), -1, dtype=np.int64), cur)),
         )
 
-    def _candidate_pairs(self, items: _Items) -> np.ndarray:
-        """Unique candidate pairs ``(i, j)``, ``i < j``, ``j`` a current item, sorted by ``j`` then ``i``."""
+    def _candidate_pairs(self, items: _Items) -> tuple[np.ndarray, np.ndarray, int]:
+        """Candidate pairs ``(i, j)`` (``i < j``, ``j`` a current item) sharing an LSH bucket, with their MinHash
+        estimates, sorted by ``j`` then estimate (highest first); pairs estimated below
+        ``skip_estimate_below`` are removed and counted. Returns ``(pairs, estimates, n_candidates)``."""
         n = len(items.row_id)
         if n - items.n_prior <= 0 or n < 2:
-            return np.empty((0, 2), dtype=np.int64)
-        codes = [
-            _bucket_pairs(k, items.n_prior, self.config.max_candidates_per_row)
-            for k in _band_keys(items.sig, self.bands, self.rows)
-        ]
-        allc = np.unique(np.concatenate(codes)) if codes else np.empty(0, dtype=np.int64)
-        return np.stack((allc % n, allc // n), axis=1)
+            return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.float32), 0
+        codes = np.unique(
+            np.concatenate(
+                [
+                    _bucket_pairs(k, items.n_prior, self.config.max_candidates_per_row)
+                    for k in _band_keys(items.sig, self.bands, self.rows)
+                ]
+            )
+        )
+        left, right = codes % n, codes // n
+        est = np.empty(len(codes), dtype=np.float32)
+        step = 1 << 16  # bounded memory: step x num_perm comparisons at a time
+        for lo in range(0, len(codes), step):
+            same = items.sig[left[lo : lo + step]] == items.sig[right[lo : lo + step]]
+            est[lo : lo + step] = same.sum(axis=1, dtype=np.int32) / self.config.num_perm
+        if self.config.skip_estimate_below is not None:
+            keep = est >= self.config.skip_estimate_below
+            left, right, est = left[keep], right[keep], est[keep]
+        order = np.lexsort((left, -est, right))
+        return np.stack((left[order], right[order]), axis=1), est[order], len(codes)
 
-    def _verify(self, result: GateResult, items: _Items, pairs: np.ndarray) -> dict[str, Any]:
-        """Greedy in input order: drop ``j`` if its best kept candidate has exact Jaccard >= threshold."""
-        threshold = self.config.threshold
-        floor = self.config.skip_estimate_below
-        sets: dict[int, frozenset[str]] = {}
-        checked = rejected = skipped = 0
+    def _verify(self, result: GateResult, items: _Items, pairs: np.ndarray, est: np.ndarray) -> dict[str, Any]:
+        """Greedy in input order: row ``j`` is dropped as a near-duplicate of the first of its still-kept
+        candidates, in decreasing MinHash estimate, whose exact Jaccard reaches the threshold (at most
+        ``max_verify_per_row`` exact checks per row)."""
+        c = self.config
+        sets: dict[int, frozenset[Any]] = {}
+        checked = rejected = capped = 0
 
-        def shingle_set(i: int) -> frozenset[str]:
+        def shingle_set(i: int) -> frozenset[Any]:
             s = sets.get(i)
             if s is None:
+                if len(sets) >= _SET_CACHE_SIZE:
+                    sets.clear()  # bounded memory; sets are cheap to rebuild
                 norm = items.normalized[i]
                 if norm is None:
                     norm = normalize_many([items.raw_text[i]])[0]
-                s = _shingle_set(norm, self.config.shingle, self.config.ngram)
-                sets[i] = s
+                s = sets[i] = _shingle_set(norm, c.shingle, c.ngram)
             return s
 
-        if len(pairs):
-            est = (items.sig[pairs[:, 0]] == items.sig[pairs[:, 1]]).mean(axis=1).tolist()
-            alive = [True] * len(items.row_id)
-            left, right = pairs[:, 0].tolist(), pairs[:, 1].tolist()
-            k, total = 0, len(left)
-            while k < total:
-                j = right[k]
-                best: tuple[float, float, int] | None = None
-                while k < total and right[k] == j:
-                    i = left[k]
-                    k += 1
-                    if not alive[i]:
-                        continue
-                    if floor is not None and est[k - 1] < floor:
-                        skipped += 1
-                        continue
-                    jac = jaccard(shingle_set(i), shingle_set(j))
-                    checked += 1
-                    if jac < threshold:
-                        rejected += 1
-                    elif best is None or jac > best[0]:
-                        best = (jac, est[k - 1], i)
-                if best is not None:
-                    alive[j] = False
-                    self._drop_near(result, items, j, *best)
-        return {"pairs_checked": checked, "false_positive_candidates": rejected, "skipped_by_estimate": skipped}
+        alive = [True] * len(items.row_id)
+        left, right, estimates = pairs[:, 0].tolist(), pairs[:, 1].tolist(), est.tolist()
+        k, total = 0, len(left)
+        while k < total:
+            j, budget = right[k], c.max_verify_per_row
+            while k < total and right[k] == j:
+                i = left[k]
+                k += 1
+                if not alive[i] or not alive[j]:
+                    continue
+                if budget == 0:
+                    capped += 1
+                    continue
+                budget -= 1
+                jac = jaccard(shingle_set(i), shingle_set(j))
+                checked += 1
+                if jac < c.threshold:
+                    rejected += 1
+                    continue
+                alive[j] = False
+                self._drop_near(result, items, j, jac, estimates[k - 1], i)
+        return {"pairs_checked": checked, "false_positive_candidates": rejected, "not_checked_over_budget": capped}
 
     @staticmethod
     def _drop_near(result: GateResult, items: _Items, j: int, jac: float, estimate: float, i: int) -> None:

@@ -1,10 +1,14 @@
 """Heuristic quality gate: empty, length, repetition, leaked meta-prompt text, wrong language, echoed responses.
 
 Every rule is cheap, deterministic and explains itself: a dropped row carries the rule's category and an exact,
-actionable reason (``too short: 3 words < min 5``, ``repetition: 42% duplicate lines > 30%``,
+actionable reason (``too short: 3 words < min 5``, ``repetition: 60% duplicate lines > 50% (3 of 5 lines)``,
 ``leaked meta-prompt text "Rewritten Prompt:"``, ``wrong language: detected de (0.97) ≠ en``). Rules run in a
 fixed order and a row is reported under the first rule it fails; later (costlier) rules skip rows that are
 already dropped.
+
+Measured on the shared real data with the defaults: 0 of 500 BANKING77 queries, 0.1-0.2% of GSM8K
+question+answer rows and ~1% of self-instruct tasks are dropped, while >90% of sentence and phrase loops planted
+into real text are caught (``tests/gates/test_quality.py``).
 
 References:
     - J. Rae et al., "Scaling Language Models: Methods, Analysis & Insights from Training Gopher", 2021,
@@ -34,7 +38,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from synqa_dagster.gates.base import TEXT_COLUMN, Gate, GateResult
 from synqa_dagster.gates.text import is_missing, normalize_lines, normalize_many, normalize_text
 
-__all__ = ["QualityGate", "QualityGateConfig", "DEFAULT_META_PROMPT_MARKERS", "DEFAULT_PLACEHOLDER_PATTERN"]
+__all__ = [
+    "BatchLanguageIdentifier",
+    "CATEGORIES",
+    "DEFAULT_META_PROMPT_MARKERS",
+    "DEFAULT_PLACEHOLDER_PATTERN",
+    "GOPHER_DUPLICATE_NGRAM",
+    "GOPHER_TOP_NGRAM",
+    "QualityGate",
+    "QualityGateConfig",
+    "detect_language",
+]
 
 #: Text that only appears in a row when the generator copied its own prompt scaffolding into the output.
 DEFAULT_META_PROMPT_MARKERS: tuple[str, ...] = (
@@ -392,13 +406,19 @@ class QualityGate(Gate):
         configurable) for the empty-response and echo rules.
 
     Output:
-        :class:`GateResult` with categories ``empty``, ``too_short``, ``too_long``, ``meta_prompt_leak``,
-        ``echo``, ``repetition``, ``wrong_language`` (rules run in that order; first failure wins). The score is
-        the measured value of the failing rule (count, fraction or language probability); NaN for kept rows.
-        ``metrics`` holds the thresholds in use, per-category counts and timings.
+        :class:`GateResult` with categories, in the order the rules run (a row is reported under the first
+        rule it fails): ``empty`` (blank text, no words, or an empty response column), ``meta_prompt_leak``,
+        ``too_short`` / ``too_long``, ``echo``, ``repetition`` (duplicate lines, a run of one word, top and
+        duplicate n-grams), ``wrong_language``. The score is the measured value of the failing rule (count,
+        fraction or language probability); NaN for kept rows. ``metrics`` holds the configuration, counters,
+        per-rule timings and the number of worker processes used.
 
     Attributes:
         config: the configuration.
+
+    References:
+        - Rae et al. 2021 (Gopher), Table A1; datatrove ``GopherRepetitionFilter`` (same statistics).
+        - py3langid (langid.py, Lui & Baldwin 2012) for language identification.
 
     Examples:
         >>> gate = QualityGate(min_words=5)

@@ -43,7 +43,9 @@ def run_in_subprocess(
             "--recipe", recipe_path, "--seeds", str(seeds_path), "--batch", batch, "--created-at", created_at,
             "--cache", str(cache_root), "--out", str(out_path), "--stats", str(stats_path),
         ]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+        env = os.environ.copy()
+        env.setdefault("PYTHONWARNINGS", "ignore")  # third-party deprecation chatter, not our log
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         tail: list[str] = []
         assert proc.stdout is not None
         for line in proc.stdout:

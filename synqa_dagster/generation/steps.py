@@ -5,6 +5,7 @@ No ``from __future__ import annotations`` here: distilabel reads the ``StepInput
 
 
 import hashlib
+import re
 
 from distilabel.steps import Step, StepInput, step
 from distilabel.steps.tasks import EvolInstruct
@@ -26,7 +27,11 @@ def BuildResponseMessages(inputs: StepInput):
 
 
 class KeepFirstInstructions(Step):
-    """Keep the first ``num_instructions`` non-empty instructions per row (small teachers ignore the count).
+    """Keep the first ``num_instructions`` usable instructions per row (small teachers ignore the count).
+
+    ``SelfInstruct`` splits the completion into lines; small models add headings (``# Example``), list markers
+    and one-word fragments. Those are not requests: lines that are markdown headings or have fewer than
+    ``min_words`` words are skipped; numbering, bullets and wrapping quotes are stripped.
 
     Input/output column: ``instructions`` (list of str) from ``SelfInstruct``.
 
@@ -35,6 +40,7 @@ class KeepFirstInstructions(Step):
     """
 
     num_instructions: int = 2
+    min_words: int = 3
 
     @property
     def inputs(self) -> list[str]:
@@ -46,9 +52,23 @@ class KeepFirstInstructions(Step):
 
     def process(self, inputs: StepInput):
         for row in inputs:
-            kept = [i.strip() for i in (row.get("instructions") or []) if i and i.strip()]
+            kept = [c for c in (clean_instruction(i) for i in row.get("instructions") or []) if len(c.split()) >= self.min_words]
             row["instructions"] = kept[: self.num_instructions]
         yield inputs
+
+
+_LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|[a-z][.)])\s+")
+
+
+def clean_instruction(line: str | None) -> str:
+    """Strip list markers and wrapping quotes from one generated instruction line; headings become empty."""
+    text = (line or "").strip()
+    if text.startswith("#"):
+        return ""
+    text = _LIST_MARKER.sub("", text).strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return text
 
 
 class SeededEvolInstruct(EvolInstruct):
