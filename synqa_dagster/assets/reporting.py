@@ -26,8 +26,9 @@ def _cell(value: Any) -> str:
     text = " ".join(text.split())
     if len(text) > PREVIEW_CHARS:
         text = text[: PREVIEW_CHARS - 1] + "…"
-    # Hostile rows are data: neutralise markdown/HTML so the UI shows them literally.
-    for ch in ("\\", "|", "<", ">", "`", "*", "_", "[", "]"):
+    # Hostile rows are data: HTML becomes entities and markdown syntax is escaped, so the UI shows them literally.
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for ch in ("\\", "|", "`", "*", "_", "[", "]"):
         text = text.replace(ch, "\\" + ch)
     return text
 

@@ -3,12 +3,15 @@
 Two detectors run in order, and a row is dropped by the first that fires:
 
 1. **Exact word n-grams** (``ngram_overlap``). Every eval item and every candidate is normalised with
-   :func:`synqa_dagster.gates.text.words` (NFKC, lowercase, punctuation stripped, whitespace collapsed) and cut
-   into word ``n``-grams (``n = 13`` by default, the GPT-3 / Llama-2 contamination convention). N-grams are hashed
-   to 64-bit integers (blake2b per distinct word, then a position-weighted sum of word hashes over the window,
-   mixed with a splitmix64 finaliser) and kept in a sorted numpy array with pointers back to the eval items, so a
-   batch is matched with a handful of vectorised numpy passes. A row is flagged when it shares at least
-   ``min(min_ngram_overlap, #n-grams of the item)`` distinct n-grams with one item.
+   :func:`synqa_dagster.gates.text.normalize_text` (NFKC, casefold, punctuation stripped, whitespace collapsed;
+   its words are those of :func:`~synqa_dagster.gates.text.words`) and cut into word ``n``-grams (``n = 13`` by
+   default, the GPT-3 / Llama-2 contamination convention). Words are hashed to 64 bits in numpy (a polynomial
+   hash of their UTF-8 bytes mod 2**64, mixed with the length and a splitmix64 finaliser), n-grams to a
+   position-weighted sum of their word hashes (mixed again); the index is a sorted ``uint64`` array with CSR
+   pointers back to the eval items, fronted by a 2**24-entry bitmap that rejects almost every candidate n-gram
+   before the binary search. A batch is matched in a few vectorised passes per 20k-row chunk (~50-70k rows/s of
+   ~47-word rows on 2 shared cores; ``normalize_text`` is about a third of it). A row is flagged when it shares
+   at least ``min(min_ngram_overlap, #n-grams of the item)`` distinct n-grams with one item.
    *Short items*: an eval item with fewer than ``n`` words has no ``n``-gram. With
    ``short_item_policy="whole_text"`` (default) its whole word sequence (``k < n`` words) is indexed as one
    ``k``-gram and the candidates' ``k``-grams are checked against it; items shorter than ``min_item_words`` are
@@ -18,9 +21,13 @@ Two detectors run in order, and a row is dropped by the first that fires:
    ``embedding_threshold``. Eval items are embedded once per gate, lazily, with the shared
    :class:`synqa_dagster.embedding.Embedder`. This catches edited/paraphrased leaks that break every n-gram.
 
-Measured calibration (``docs/measurements/toxicity-contamination.md``): all-MiniLM-L6-v2, GSM8K train questions
-vs GSM8K test questions (same style, disjoint problems) — see that file for the false-positive rates behind the
-default ``embedding_threshold``.
+Calibration of the default ``embedding_threshold = 0.88`` (all-MiniLM-L6-v2; figures and reproduction in
+``docs/measurements/toxicity-contamination.md``): of the 7,473 GSM8K *train* questions (same style as the test
+set, different problems), 1 (0.013%) reaches 0.88 against GSM8K test + HumanEval (12 = 0.16% at 0.85, none at
+0.90); a GSM8K test question with 3 typos or 3 substituted words still reaches 0.88 in 90-94% of cases (n-gram
+plus embedding: 96-98%). Limitation: the check compares whole rows, so an eval item buried in a longer row
+(e.g. between two other turns) embeds far from it (median cosine ~0.64): exact n-grams are the detector for
+those, the embedding check for rows that *are* a (reworded) eval item.
 """
 
 from __future__ import annotations
@@ -43,7 +50,6 @@ if TYPE_CHECKING:  # pragma: no cover
 CATEGORY_NGRAM = "ngram_overlap"
 CATEGORY_EMBEDDING = "embedding_match"
 
-_MASK64 = (1 << 64) - 1
 # Fixed odd 64-bit multipliers, one per window position (derived deterministically, so hashes are stable across
 # processes and versions of this module that keep the derivation).
 _MAX_WINDOW = 256
@@ -244,6 +250,7 @@ class NgramIndex:
 
     def _shared(self, texts: Sequence[str], chunk_size: int = 20_000) -> pd.DataFrame:
         """Distinct shared keys per (text, item): DataFrame ``row``, ``item``, ``shared`` (sorted by row, item)."""
+        texts = list(texts)
         parts = [self._shared_chunk(texts[s : s + chunk_size], s) for s in range(0, len(texts), chunk_size)]
         parts = [p for p in parts if len(p)]
         if not parts:
@@ -376,7 +383,7 @@ class ContaminationGateConfig(BaseModel):
     min_item_words: int = Field(default=8, ge=1, description="Items with fewer words are not n-gram indexed.")
     use_embeddings: bool = Field(default=True, description="Run the embedding-cosine check when embeddings are given.")
     embedding_threshold: float = Field(
-        default=0.90,
+        default=0.88,
         gt=0.0,
         le=1.0,
         description="Cosine (all-MiniLM-L6-v2) at or above which a row matches an eval item; calibrated on GSM8K.",
@@ -402,7 +409,7 @@ class ContaminationGate(Gate):
           ``"13-gram overlap with humaneval/HumanEval/12 (3 shared 13-grams)"`` (or
           ``"whole-item match with gsm8k_test/7 (9 words < 13)"`` for short items);
         - category ``embedding_match``: score = cosine, reason
-          ``"embedding cosine 0.93 ≥ 0.90 with gsm8k_test/1234"``;
+          ``"embedding cosine 0.93 ≥ 0.88 with gsm8k_test/1234"``;
         - kept rows: score = max cosine when embeddings ran, else NaN.
 
     Attributes:
@@ -457,7 +464,8 @@ class ContaminationGate(Gate):
                     f"eval_embeddings has shape {eval_embeddings.shape}, expected ({len(self.eval_items)}, dim)"
                 )
         self._eval_embeddings = eval_embeddings
-        self._labels = (self.eval_items["eval_set"].astype(str) + "/" + self.eval_items["item_id"].astype(str)).to_numpy()
+        labels = self.eval_items["eval_set"].astype(str) + "/" + self.eval_items["item_id"].astype(str)
+        self._labels = labels.to_numpy()
 
     @property
     def embedder(self) -> "Embedder":

@@ -72,7 +72,7 @@ class EvalSetSpec(BaseModel):
     )
     path: str | None = Field(
         default=None,
-        description="Local file (.jsonl, .jsonl.gz, .csv, .parquet) for source='file'; optional override for humaneval.",
+        description="Local .jsonl, .jsonl.gz, .csv or .parquet file for source='file'; optional for humaneval.",
     )
     id_field: str | None = Field(
         default=None, description="Field holding the item id; None = 0-based record number (task_id for humaneval)."
@@ -200,7 +200,8 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[str, Any]]:
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise EvalSetError(f"{path}:line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                        msg = f"{path}:line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+                        raise EvalSetError(msg) from None
                     yield f"line {lineno}", record
         except (OSError, UnicodeDecodeError, EOFError) as exc:
             raise EvalSetError(f"{path}: cannot read ({exc})") from None

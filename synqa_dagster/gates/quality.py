@@ -458,10 +458,12 @@ class QualityGate(Gate):
             return out
 
         timed("empty", self._rule_empty, result, texts, normalized)
-        timed("meta_prompt_leak", self._rule_meta_prompt, result, texts)
+        findings, workers = timed("scan", self._scan, result, texts, normalized)
+        apply = lambda categories: self._apply(result, findings, categories)  # noqa: E731
+        timed("meta_prompt_leak", apply, ("meta_prompt_leak",))
         timed("length", self._rule_length, result, texts, normalized)
         timed("echo", self._rule_echo, result, rows)
-        workers = timed("repetition+wrong_language", self._rule_scan, result, texts, normalized)
+        timed("repetition+wrong_language", apply, ("repetition", "wrong_language"))
         total = time.perf_counter() - t0
         result.metrics = {
             "config": self.config.model_dump(mode="json"),
@@ -481,16 +483,15 @@ class QualityGate(Gate):
             elif not norm:
                 result.drop(i, "empty", f"empty: no words, only punctuation/symbols ({len(raw.strip())} chars)", 0.0)
 
-    def _rule_meta_prompt(self, result: GateResult, texts: list[str]) -> None:
-        for i in np.flatnonzero(result.keep):
-            raw = texts[i]
-            folded = raw.casefold()
-            marker = next((m for m, low in self._markers if low in folded), None)
-            if marker is not None:
-                result.drop(int(i), "meta_prompt_leak", f'leaked meta-prompt text "{marker}"', 1.0)
-            elif self._placeholder is not None and (m := self._placeholder.search(raw)):
-                reason = f'leaked meta-prompt text: unfilled template placeholder "{m.group(0)}"'
-                result.drop(int(i), "meta_prompt_leak", reason, 1.0)
+    def _meta_prompt(self, raw: str) -> str | None:
+        """Reason for a leaked marker or an unfilled placeholder in ``raw``, or ``None``."""
+        folded = raw.casefold()
+        marker = next((m for m, low in self._markers if low in folded), None)
+        if marker is not None:
+            return f'leaked meta-prompt text "{marker}"'
+        if self._placeholder is not None and (m := self._placeholder.search(raw)):
+            return f'leaked meta-prompt text: unfilled template placeholder "{m.group(0)}"'
+        return None
 
     def _rule_length(self, result: GateResult, texts: list[str], normalized: list[str]) -> None:
         c = self.config
@@ -523,26 +524,35 @@ class QualityGate(Gate):
             elif response == normalize_text(instructions[i]):
                 result.drop(int(i), "echo", "echo: response identical to instruction (normalised)", 1.0)
 
-    def _rule_scan(self, result: GateResult, texts: list[str], normalized: list[str]) -> int:
-        """Repetition then language rules on the rows still kept, in forked workers for large tables.
-        Returns the number of processes used."""
+    def _scan(
+        self, result: GateResult, texts: list[str], normalized: list[str]
+    ) -> tuple[list[tuple[int, str, str, float]], int]:
+        """Per-row rules (meta-prompt leak, repetition, language) on the rows still kept, in forked workers for
+        large tables. Returns the findings and the number of processes used. The findings are applied by
+        :meth:`_apply` in rule order, so a row is still reported under the first rule it fails."""
         todo = [int(i) for i in np.flatnonzero(result.keep)]
         workers = self.config.num_workers or min(4, os.cpu_count() or 1)
         forkable = "fork" in mp.get_all_start_methods() and threading.active_count() == 1
         if workers <= 1 or len(todo) < self.config.parallel_min_rows or not forkable:
-            findings = self._scan_rows(todo, texts, normalized)
-            workers = 1
-        else:
-            findings = _scan_forked(self, todo, texts, normalized, workers)
+            return self._scan_rows(todo, texts, normalized), 1
+        return _scan_forked(self, todo, texts, normalized, workers), workers
+
+    @staticmethod
+    def _apply(result: GateResult, findings: list[tuple[int, str, str, float]], categories: tuple[str, ...]) -> None:
         for i, category, reason, score in findings:
-            result.drop(i, category, reason, score)
-        return workers
+            if category in categories:
+                result.drop(i, category, reason, score)
 
     def _scan_rows(self, idx: list[int], texts: list[str], normalized: list[str]) -> list[tuple[int, str, str, float]]:
-        """Findings ``(row, category, reason, score)`` of the repetition and language rules for rows ``idx``."""
+        """Findings ``(row, category, reason, score)`` of the per-row rules for rows ``idx`` (at most one per
+        row: meta-prompt leak, else repetition, else wrong language)."""
         findings: list[tuple[int, str, str, float]] = []
         rest = []
         for i in idx:
+            leak = self._meta_prompt(texts[i])
+            if leak is not None:
+                findings.append((i, "meta_prompt_leak", leak, 1.0))
+                continue
             found = self._repetition(texts[i], normalized[i])
             if found is None:
                 rest.append(i)
@@ -559,12 +569,15 @@ class QualityGate(Gate):
             if found is not None:
                 return found
         tokens = normalized.split(" ")
-        if c.max_token_run is not None:
+        counts = Counter(tokens)
+        if len(counts) == len(tokens):
+            return None  # no word repeats: no run, no repeated n-gram
+        if c.max_token_run is not None and max(counts.values()) > c.max_token_run:
             run = longest_token_run(tokens, c.max_token_run, c.token_run_skip_numbers)
             if run is not None:
                 return f'repetition: token "{run[0]}" repeated {run[1]} times in a row > max {c.max_token_run}', run[1]
         if len(tokens) >= c.ngram_rules_min_words:
-            return self._ngram_repetition(tokens)
+            return self._ngram_repetition(tokens, counts, len(normalized) - len(tokens) + 1)
         return None
 
     def _line_repetition(self, text: str) -> tuple[str, float] | None:
@@ -582,18 +595,18 @@ class QualityGate(Gate):
             return f"repetition: {a} of characters in duplicate lines > {b}", char_frac
         return None
 
-    def _ngram_repetition(self, tokens: list[str]) -> tuple[str, float] | None:
+    def _ngram_repetition(self, tokens: list[str], counts: Counter[str], total: int) -> tuple[str, float] | None:
         """Top and duplicate n-gram rules, exact but cheap on ordinary text thanks to two bounds from one token
         count. With ``M1`` the largest ``count(w) * len(w)`` and ``R`` the characters of repeated token
         occurrences (all but the first of each token): the top n-gram covers at most ``n * M1`` characters (each
         of its ``c`` occurrences puts token ``g_j`` at a distinct position, so ``c * len(g_j) <= M(g_j)``), and
-        duplicate n-grams cover at most ``R`` (every covered word repeats an earlier occurrence of itself)."""
+        duplicate n-grams cover at most ``R`` (every covered word repeats an earlier occurrence of itself).
+
+        Args:
+            tokens: the words of the normalised text; counts: their ``Counter``; total: their characters.
+        """
         c = self.config
         top_rules, dup_rules = c.top_ngram_max_char_fraction, c.duplicate_ngram_max_char_fraction
-        counts = Counter(tokens)
-        if len(counts) == len(tokens):
-            return None  # no token repeats, so no n-gram does
-        total = sum(map(len, tokens))
         m1 = max(map(operator.mul, map(len, counts), counts.values()))
         for n, limit in top_rules.items():
             if n * m1 <= limit * total:

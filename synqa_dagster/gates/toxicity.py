@@ -177,10 +177,13 @@ class DetoxifyScorer:
             raise ToxicityConfigError(f"huggingface_config_path is not a local folder: {huggingface_config_path}")
         import torch  # needed to read the checkpoint's config; no network
 
-        try:
+        try:  # mmap: only the small config is actually read (zip-format checkpoints)
             loaded = torch.load(str(ckpt), map_location="cpu", mmap=True, weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise ToxicityConfigError(f"cannot read Detoxify checkpoint {ckpt}: {exc}") from exc
+        except Exception:  # noqa: BLE001 - legacy (non-zip) format: read it whole
+            try:
+                loaded = torch.load(str(ckpt), map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001
+                raise ToxicityConfigError(f"cannot read Detoxify checkpoint {ckpt}: {exc}") from exc
         try:
             args = loaded["config"]["arch"]["args"]
             model_dir = args["model_type"]

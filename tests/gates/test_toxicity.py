@@ -301,10 +301,9 @@ def test_detoxify_scorer_loads_tiny_checkpoint_offline(tiny_detoxify, no_network
     assert np.all((s1 >= 0) & (s1 <= 1))
     np.testing.assert_array_equal(s1, s2)
     assert len(set(np.round(s1[:3], 6))) > 1  # a real forward pass, not a constant
-    # a second, independently loaded instance gives the same scores; batch size does not change them
-    again = DetoxifyScorer(
-        checkpoint_path=tiny_detoxify["checkpoint"], huggingface_config_path=tiny_detoxify["model_dir"], batch_size=32
-    )
+    # a second, independently loaded instance (tokenizer read from the checkpoint's model_type folder, no
+    # huggingface_config_path) gives the same scores; batch size does not change them
+    again = DetoxifyScorer(checkpoint_path=tiny_detoxify["checkpoint"], batch_size=32)
     np.testing.assert_allclose(again.score(texts), s1, atol=1e-5)
     assert no_network == []
 
