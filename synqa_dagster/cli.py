@@ -42,12 +42,12 @@ def _context(args: argparse.Namespace):
     return defs, defs.resolve_job_def(BATCH_JOB), recipe, instance
 
 
-def run_batch(job, instance, batch: str) -> tuple[bool, float]:
-    """Materialize every asset of ``job`` for ``batch`` in this process; returns (success, seconds)."""
+def run_batch(job, instance, batch: str):
+    """Materialize every asset of ``job`` for ``batch`` in this process; returns (result, seconds)."""
     started = time.perf_counter()
     run_config = {"loggers": {"console": {"config": {"log_level": os.environ.get("SYNQA_LOG_LEVEL", "INFO")}}}}
     result = job.execute_in_process(partition_key=batch, instance=instance, raise_on_error=False, run_config=run_config)
-    return result.success, time.perf_counter() - started
+    return result, time.perf_counter() - started
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -58,9 +58,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     batch = args.batch or partitions.get_last_partition_key()
     print(f"synqa demo: recipe {recipe.name} v{recipe.version} (hash {recipe.content_hash()}), batch {batch}")
     print(f"            instance {os.environ['DAGSTER_HOME']}; generator {recipe.generator.backend}/{recipe.generator.model}")
-    ok, seconds = run_batch(job, instance, batch)
-    print(batch_summary(defs, batch, seconds))
-    if not ok:
+    result, seconds = run_batch(job, instance, batch)
+    print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations()))
+    if not result.success:
         print("\nthe batch run FAILED; see the log above or the run in the Dagster UI (make ui)", file=sys.stderr)
         return 1
     return 0
@@ -106,9 +106,9 @@ def cmd_backfill_stale(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"would rebuild {v.batch} (recipe {v.recipe_hash} -> {recipe.content_hash()})")
             continue
-        ok, seconds = run_batch(job, instance, v.batch)
-        print(f"rebuilt {v.batch}: {'ok' if ok else 'FAILED'} in {seconds:.0f} s")
-        failed += not ok
+        result, seconds = run_batch(job, instance, v.batch)
+        print(f"rebuilt {v.batch}: {'ok' if result.success else 'FAILED'} in {seconds:.0f} s")
+        failed += not result.success
     return 1 if failed else 0
 
 
@@ -122,9 +122,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     selected = keys[keys.index(args.start): keys.index(end) + 1]
     failed = 0
     for batch in selected:  # oldest first: the dedup index of batch k only holds batches before k
-        ok, seconds = run_batch(job, instance, batch)
-        print(f"{batch}: {'ok' if ok else 'FAILED'} in {seconds:.0f} s")
-        failed += not ok
+        result, seconds = run_batch(job, instance, batch)
+        print(f"{batch}: {'ok' if result.success else 'FAILED'} in {seconds:.0f} s")
+        failed += not result.success
     return 1 if failed else 0
 
 

@@ -24,6 +24,7 @@ from synqa_dagster.gates.dedup import DedupGateConfig
 from synqa_dagster.gates.quality import QualityGateConfig
 from synqa_dagster.gates.toxicity import ToxicityGateConfig
 from synqa_dagster.paths import DEFAULT_GATES, DEFAULT_RECIPE, resolve_path
+from synqa_dagster.stats.config import DriftConfig
 
 
 class ConfigError(ValueError):
@@ -239,6 +240,7 @@ class GateConfig(StrictModel):
     Attributes:
         version: free-text version of this config.
         quality / dedup / toxicity / contamination: each gate's own pydantic config (see ``synqa_dagster.gates``).
+        drift: the drift, diversity and bias checks on the accepted candidates (see ``synqa_dagster.stats``).
         embedding_model_path: sentence-transformers folder for ``candidate_embeddings`` (null = the wheel's MiniLM).
     """
 
@@ -247,6 +249,7 @@ class GateConfig(StrictModel):
     dedup: DedupGateConfig = Field(default_factory=DedupGateConfig)
     toxicity: ToxicityGateConfig = Field(default_factory=ToxicityGateConfig)
     contamination: ContaminationGateConfig = Field(default_factory=ContaminationGateConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     embedding_model_path: str | None = None
 
     source_path: str | None = Field(None, exclude=True)

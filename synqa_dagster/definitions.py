@@ -13,6 +13,8 @@ from synqa_dagster.assets.corpus import build_seed_corpus_asset
 from synqa_dagster.assets.gates import build_gate_assets
 from synqa_dagster.assets.generation import build_generation_asset
 from synqa_dagster.assets.outputs import build_output_assets
+from synqa_dagster.assets.reference import build_reference_asset
+from synqa_dagster.checks.drift import build_drift_checks
 from synqa_dagster.checks.invariants import build_invariant_checks
 from synqa_dagster.checks.toxicity import build_toxicity_checks
 from synqa_dagster.config import load_gate_config, load_recipe
@@ -34,8 +36,13 @@ def build_definitions(recipe_path: str | None = None, gates_path: str | None = N
         build_generation_asset(recipe, partitions),
         *build_gate_assets(recipe, gates, partitions),
         *build_output_assets(recipe, gates, partitions),
+        build_reference_asset(gates.drift, recipe),
     ]
-    checks = [*build_toxicity_checks(gates, partitions), *build_invariant_checks(gates, partitions)]
+    checks = [
+        *build_toxicity_checks(gates, partitions),
+        *build_drift_checks(gates.drift, partitions),
+        *build_invariant_checks(gates, partitions),
+    ]
     batch_job = dg.define_asset_job(
         BATCH_JOB,
         selection=dg.AssetSelection.assets(*assets) | dg.AssetSelection.checks(*checks),

@@ -17,8 +17,11 @@ def _store(defs: dg.Definitions) -> TableStore:
     return defs.resources["store"].store
 
 
-def batch_summary(defs: dg.Definitions, batch: str, seconds: float) -> str:
-    """Summary of ``batch`` from what the run stored (works for partial runs: missing stages are named)."""
+def batch_summary(defs: dg.Definitions, batch: str, seconds: float, checks: list | None = None) -> str:
+    """Summary of ``batch`` from what the run stored (works for partial runs: missing stages are named).
+
+    ``checks``: the run's ``AssetCheckEvaluation`` events, shown with their verdicts and failing probes.
+    """
     store = _store(defs)
     out = [f"\nbatch {batch} finished in {seconds:.0f} s", f"outputs under {store.base}:"]
     for asset in ("seed_corpus", "generated_candidates", *GATES.values(), "candidate_embeddings", "reject_log", "accepted_dataset", "dedup_index"):
@@ -44,6 +47,17 @@ def batch_summary(defs: dg.Definitions, batch: str, seconds: float) -> str:
             for gate, group in log.groupby("gate", sort=False):
                 for reason in group["reject_reason"].head(2):
                     out.append(f"  [{gate}] {_short(reason, 110)}")
+    if checks:
+        out.append("\nchecks:")
+        for ev in sorted(checks, key=lambda e: e.check_name):
+            verdict = "passed" if ev.passed else f"FAILED ({ev.severity.value})"
+            meta = {k: getattr(v, "value", v) for k, v in (ev.metadata or {}).items()}
+            detail = ""
+            if not ev.passed and meta.get("failing_probes"):
+                detail = f" — failing probes: {', '.join(map(str, meta['failing_probes']))}"
+            if meta.get("verdict"):
+                detail += f" [{meta['verdict']}]"
+            out.append(f"  {ev.check_name:<32} {verdict}{detail}")
     if store.exists("accepted_dataset", batch):
         accepted = store.read("accepted_dataset", batch)
         out.append(f"\naccepted: {len(accepted)} of {len(candidates)} ({len(accepted) / max(1, len(candidates)):.0%}); e.g.")

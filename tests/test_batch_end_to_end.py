@@ -52,11 +52,13 @@ def test_the_batch_materializes_every_asset_and_passes_its_checks(batch_run):
     assert materialized == {
         "seed_corpus", "generated_candidates", "quality_gate", "dedup_gate", "toxicity_gate",
         "candidate_embeddings", "contamination_gate", "reject_log", "accepted_dataset", "dedup_index",
+        "reference_corpus",
     }
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["every_candidate_accounted_once"] is True
     assert checks["no_eval_ngram_in_accepted"] is True
     assert "toxicity_slice_escalation" in checks
+    assert {"distribution_drift", "diversity_collapse", "intent_coverage"} <= set(checks)
 
 
 def test_candidates_carry_lineage_from_real_generation(batch_run):

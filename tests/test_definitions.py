@@ -17,6 +17,7 @@ FUNNEL = [
     ("contamination_gate", "accepted_dataset"),
     ("accepted_dataset", "dedup_index"),
 ]
+# the drift checks on contamination_gate read the reference; accepted_dataset waits for them (blocking)
 
 
 def test_definitions_load_and_validate():
@@ -31,8 +32,11 @@ def test_every_asset_has_description_group_kinds_and_the_recipe_version():
     recipe_hash = load_recipe().content_hash()
     gate_hash = load_gate_config().content_hash()
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
-    assert len(specs) == 10
+    assert len(specs) == 11
     for name, spec in specs.items():
+        if name == "reference_corpus":  # one real-traffic baseline shared by every batch: unpartitioned
+            assert spec.partitions_def is None and spec.description
+            continue
         assert spec.description and len(spec.description) > 40, name
         assert spec.group_name in {"corpus", "generation", "gates", "outputs"}, name
         assert spec.kinds, name
@@ -50,7 +54,10 @@ def test_the_asset_graph_is_the_funnel():
 
 def test_checks_are_partitioned_and_blocking():
     checks = {k.name: k for k in defs.resolve_asset_graph().asset_check_keys}
-    assert set(checks) == {"toxicity_slice_escalation", "every_candidate_accounted_once", "no_eval_ngram_in_accepted"}
+    assert set(checks) == {
+        "toxicity_slice_escalation", "every_candidate_accounted_once", "no_eval_ngram_in_accepted",
+        "distribution_drift", "diversity_collapse", "identity_term_rates", "intent_coverage", "politeness_skew",
+    }
     for check_def in defs.asset_checks:
         for spec in check_def.check_specs:
             assert spec.blocking, spec.name

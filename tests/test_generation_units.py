@@ -40,6 +40,9 @@ def test_instruction_cleanup_drops_headings_and_fragments():
     step.load()
     out = next(step.process([{"instructions": ["## Requests", "ok", "- Cancel my plan today", "Why was I charged twice?", "third one is here"]}]))
     assert out[0]["instructions"] == ["Cancel my plan today", "Why was I charged twice?"]
+    # nothing usable: keep the first raw line rather than an empty expansion (which stalls distilabel)
+    assert next(step.process([{"instructions": ["# Examples", "ok"]}]))[0]["instructions"] == ["# Examples"]
+    assert next(step.process([{"instructions": []}]))[0]["instructions"] == [""]
 
 
 def test_evol_mutation_choice_is_reproducible():
@@ -73,3 +76,14 @@ def test_candidate_rows_have_lineage_stable_ids_and_order():
     pd.testing.assert_frame_equal(rows, again)
     other_batch = candidate_rows(recipe, "2026-11-03", "2026-11-03T00:00:00+00:00", outputs, "llamacpp/x", "sha256:ab")
     assert set(other_batch["row_id"]).isdisjoint(rows["row_id"])
+
+
+def test_a_stalled_generation_child_fails_the_run_instead_of_hanging(monkeypatch, tmp_path):
+    import pytest
+
+    from synqa_dagster.generation.runner import GenerationFailed, run_in_subprocess
+
+    monkeypatch.setenv("SYNQA_GENERATION_TIMEOUT_S", "1")
+    seeds = select_seeds(_seeds(), "2026-11-02", 1, salt=1)
+    with pytest.raises(GenerationFailed, match=r"timed out after 1 s"):
+        run_in_subprocess(str(REPO_ROOT / "recipes/demo.yaml"), seeds, "2026-11-02", "2026-11-02T00:00:00+00:00", tmp_path, log=lambda _: None)

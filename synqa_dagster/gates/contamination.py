@@ -24,10 +24,11 @@ Two detectors run in order, and a row is dropped by the first that fires:
 Calibration of the default ``embedding_threshold = 0.88`` (all-MiniLM-L6-v2; figures and reproduction in
 ``docs/measurements/toxicity-contamination.md``): of the 7,473 GSM8K *train* questions (same style as the test
 set, different problems), 1 (0.013%) reaches 0.88 against GSM8K test + HumanEval (12 = 0.16% at 0.85, none at
-0.90); a GSM8K test question with 3 typos or 3 substituted words still reaches 0.88 in 90-94% of cases (n-gram
-plus embedding: 96-98%). Limitation: the check compares whole rows, so an eval item buried in a longer row
-(e.g. between two other turns) embeds far from it (median cosine ~0.64): exact n-grams are the detector for
-those, the embedding check for rows that *are* a (reworded) eval item.
+0.90); a GSM8K test question with 3 typos or 3 substituted words still reaches 0.88 in 90-94% of cases, and
+n-grams plus embeddings catch 95-98% of them (93% with 2 typos + 2 substitutions + case/spacing changes).
+Limitation: the check compares whole rows, so an eval item buried in a longer row (e.g. between two other turns)
+embeds far from it (median cosine ~0.64): exact n-grams are the detector for those, the embedding check for rows
+that *are* a (reworded) eval item.
 """
 
 from __future__ import annotations

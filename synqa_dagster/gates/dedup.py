@@ -37,7 +37,17 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synqa_dagster.gates.base import ID_COLUMN, TEXT_COLUMN, Gate, GateResult
-from synqa_dagster.gates.text import jaccard, normalize_many, word_ngrams
+from synqa_dagster.gates.text import (
+    bytes_hash64,
+    jaccard,
+    join_utf8,
+    mix64,
+    mix64_int,
+    normalize_many,
+    span_hash64,
+    word_ngrams,
+    word_spans,
+)
 
 __all__ = [
     "DedupGate",
@@ -56,13 +66,6 @@ SPEC_COLUMN = "minhash_spec"
 _U64 = np.uint64
 _MERSENNE = _U64((1 << 61) - 1)
 _MAX_HASH = (1 << 32) - 1
-_MASK64 = (1 << 64) - 1
-#: Base of the polynomial shingle hash (odd, so it is invertible modulo 2**64).
-_POLY = 0x100000001B3
-_POLY_INV = pow(_POLY, -1, 1 << 64)
-_LEN_MUL = 0x9E3779B97F4A7C15
-_MIX1 = 0xBF58476D1CE4E5B9
-_MIX2 = 0x94D049BB133111EB
 
 
 # --------------------------------------------------------------------------------------------------- config
@@ -88,8 +91,8 @@ class DedupGateConfig(BaseModel):
         false_positive_weight, false_negative_weight: weights of the two LSH error areas given to
             ``_optimal_param`` (must sum to 1). Recall is favoured because a false-positive candidate only
             costs one exact-Jaccard check, while a false negative is a duplicate that survives: at 0.85 and
-            128 permutations the defaults give 16 bands x 8 rows (P(candidate) = 0.99 at J = 0.85, 0.61 at
-            J = 0.7), where the symmetric weights would give 8 x 16 (P = 0.46 at J = 0.85).
+            128 permutations the defaults give 14 bands x 9 rows (P(candidate) = 0.975 at J = 0.85, 0.999 at
+            J = 0.9, 0.44 at J = 0.7), where the symmetric weights would give 8 x 16 (P = 0.46 at J = 0.85).
         max_candidates_per_row: in each band a row is paired with at most this many preceding members of its
             LSH bucket (plus the bucket's first member), so a big cluster of similar rows (many generations
             of one seed) cannot make candidate generation quadratic.
@@ -173,38 +176,14 @@ def candidate_probability(similarity: float | np.ndarray, bands: int, rows: int)
 # --------------------------------------------------------------------------------------------------- hashing
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser, in place on a uint64 array (wrapping arithmetic); returns ``x``."""
-    x ^= x >> _U64(30)
-    x *= _U64(_MIX1)
-    x ^= x >> _U64(27)
-    x *= _U64(_MIX2)
-    x ^= x >> _U64(31)
-    return x
-
-
-def _mix64_int(x: int) -> int:
-    x ^= x >> 30
-    x = (x * _MIX1) & _MASK64
-    x ^= x >> 27
-    x = (x * _MIX2) & _MASK64
-    return x ^ (x >> 31)
-
-
 def shingle_hash32(shingle: str | bytes) -> int:
     """32-bit hash of one shingle: the scalar reference of the vectorised hash, and the ``hashfunc`` to give
     ``datasketch.MinHash`` to reproduce this module's signatures.
 
-    ``h = sum((byte_j + 1) * POLY**j) mod 2**64`` over the UTF-8 bytes of the shingle, xor its byte length times
-    a constant, splitmix64-finalised; the top 32 bits are returned.
+    The top 32 bits of :func:`synqa_dagster.gates.text.bytes_hash64` of the shingle's UTF-8 bytes.
     """
     data = shingle.encode("utf-8", "surrogatepass") if isinstance(shingle, str) else shingle
-    h, power = 0, 1
-    for byte in data:
-        h = (h + (byte + 1) * power) & _MASK64
-        power = (power * _POLY) & _MASK64
-    h ^= (len(data) * _LEN_MUL) & _MASK64
-    return _mix64_int(h) >> 32
+    return bytes_hash64(data) >> 32
 
 
 def shingles(normalized: str, kind: Literal["word", "char"] = "word", n: int = 3) -> list[str]:
@@ -236,37 +215,9 @@ def _shingle_set(normalized: str, kind: Literal["word", "char"], n: int) -> froz
     return frozenset(zip(*(w[i:] for i in range(n))))
 
 
-@lru_cache(maxsize=8)
-def _powers(base: int, size: int) -> np.ndarray:
-    """``base**j mod 2**64`` for ``j < size`` (read-only, cached)."""
-    out = np.full(size, base, dtype=np.uint64)
-    out[0] = 1
-    np.cumprod(out, out=out)
-    out.flags.writeable = False
-    return out
-
-
-def _power_table(base: int, size: int) -> np.ndarray:
-    """Powers of ``base`` for at least ``size`` exponents (sizes rounded up to powers of two for the cache)."""
-    return _powers(base, 1 << max(10, int(size - 1).bit_length()))
-
-
 def _span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Vectorised :func:`shingle_hash32` of the byte spans ``[starts, ends)`` of ``data`` (uint8) -> uint32."""
-    n = len(data)
-    pw = _power_table(_POLY, n + 1)
-    ipw = _power_table(_POLY_INV, n + 1)
-    prefix = np.zeros(n + 1, dtype=np.uint64)
-    terms = data.astype(np.uint64)
-    terms += _U64(1)
-    terms *= pw[:n]
-    np.cumsum(terms, out=prefix[1:])
-    h = prefix[ends] - prefix[starts]  # sum over the span of (byte+1) * POLY**position
-    h *= ipw[starts]  # ... shifted to start at POLY**0
-    h ^= (ends - starts).astype(np.uint64) * _U64(_LEN_MUL)
-    _mix64(h)
-    h >>= _U64(32)
-    return h.astype(np.uint32)
+    return (span_hash64(data, starts, ends) >> _U64(32)).astype(np.uint32)
 
 
 def _ngram_spans(
@@ -290,19 +241,6 @@ def _ngram_spans(
         order = np.argsort(d, kind="stable")
         s, e, d = s[order], e[order], d[order]
     return s, e, d
-
-
-def _word_units(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Byte spans ``(start, end)`` of the words of newline-joined normalised texts."""
-    gap = (data == 32) | (data == 10)
-    edge = np.empty(len(data) + 1, dtype=bool)
-    edge[0] = edge[-1] = True
-    edge[1:-1] = gap[1:] != gap[:-1]
-    bounds = np.flatnonzero(edge)  # alternating starts and ends of word / gap runs
-    first_is_word = not gap[0]
-    starts = bounds[0 if first_is_word else 1 :: 2]
-    ends = bounds[1 if first_is_word else 2 :: 2]
-    return starts[: len(ends)], ends
 
 
 def _char_units(data: np.ndarray, doc_end_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -335,6 +273,10 @@ class MinHasher:
 
     Attributes:
         a, b: the permutation parameters, taken from ``datasketch.MinHash(num_perm, seed, scheme=scheme)``.
+
+    References:
+        datasketch ``MinHash.update_batch`` (the per-shingle arithmetic reproduced here, vectorised over all
+        shingles of all documents).
     """
 
     def __init__(
@@ -383,13 +325,12 @@ class MinHasher:
     def shingle_hashes(self, normalized: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """32-bit shingle hashes (uint32) of already normalised texts, and the index of the text of each."""
         docs = list(normalized)
-        data = np.frombuffer("\n".join(docs).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+        data, doc_start = join_utf8(docs)
         if len(data) == 0:
             return np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.int64)
-        sep = np.flatnonzero(data == 10)
-        doc_start = np.concatenate(([0], sep + 1))
+        sep = doc_start[1:] - 1
         if self.shingle == "word":
-            u_start, u_end = _word_units(data)
+            u_start, u_end = word_spans(data)
         else:
             doc_end = np.append(sep, len(data))
             doc_of_byte = np.zeros(len(data), dtype=np.int64)
@@ -477,10 +418,10 @@ def _band_keys(sig: np.ndarray, bands: int, rows: int) -> list[np.ndarray]:
     """One 64-bit key per (row, band): a hash of the band's ``rows`` signature values."""
     keys = []
     for band in range(bands):
-        key = np.full(len(sig), _mix64_int(band + 1), dtype=np.uint64)
+        key = np.full(len(sig), mix64_int(band + 1), dtype=np.uint64)
         for col in range(band * rows, (band + 1) * rows):
             key ^= sig[:, col].astype(np.uint64)
-            _mix64(key)
+            mix64(key)
         keys.append(key)
     return keys
 
@@ -525,7 +466,7 @@ class _Items:
     row_id: list[str]
     batch: list[Any]
     normalized: list[str | None]
-    raw_text: list[Any]
+    prior_text: list[Any]  # raw text of the prior items (current items carry their normalised text)
     sig: np.ndarray
     n_prior: int
     row_index: np.ndarray  # index into the evaluated rows for current items, -1 for prior
@@ -544,7 +485,9 @@ class DedupGate(Gate):
     with MinHash-LSH (vectorised signatures, datasketch permutations and banding parameters) and every candidate
     is confirmed exactly, so a MinHash estimate alone never drops a row. Rows are taken in input order and the
     first occurrence wins: a row is compared with the earlier rows that are still kept and with every ``prior``
-    row. Rows whose normalised text is empty are left to the quality gate (kept here).
+    row, and dropped naming the first of those candidates (in decreasing MinHash estimate) whose exact Jaccard
+    reaches the threshold. Exact duplicates of a ``prior`` row take precedence over those within the batch.
+    Rows whose normalised text is empty are left to the quality gate (kept here).
 
     Args:
         config: a :class:`DedupGateConfig` (defaults when omitted).
@@ -556,12 +499,20 @@ class DedupGate(Gate):
         :class:`GateResult` with categories ``exact_duplicate`` and ``near_duplicate``, reasons such as
         ``exact duplicate (normalised text) of r17`` / ``... of r17 (batch 2026-11-20)`` and
         ``near-duplicate: Jaccard 0.91 (MinHash est. 0.92) vs r17 (batch 2026-11-20)``; score = exact Jaccard
-        (1.0 for exact duplicates). ``metrics`` holds the LSH parameters, pair counts and timings.
+        (1.0 for exact duplicates). ``metrics`` holds the LSH parameters (``bands``, ``rows``,
+        ``p_candidate_at_threshold``), pair counts (``candidate_pairs``, ``skipped_by_estimate``,
+        ``pairs_checked``, ``false_positive_candidates`` = candidates rejected by exact Jaccard,
+        ``not_checked_over_budget``), duplicate counts and per-step timings.
 
     Attributes:
         config: the configuration.
         bands, rows: LSH banding in use.
         minhasher: the :class:`MinHasher` computing signatures.
+
+    References:
+        - Broder 1997 (MinHash); Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets* ch. 3 (banding).
+        - datasketch ``MinHash``, ``LeanMinHash``, ``MinHashLSH`` and ``lsh._optimal_param``.
+        - datatrove ``MinhashDedupSignature`` / ``MinhashDedupBuckets`` (same pipeline without confirmation).
 
     Persistence: :meth:`index_frame` gives what to store per accepted batch (``row_id``, ``batch``, ``text``,
     ``minhash`` = little-endian uint32 signature bytes, ``text_hash``, ``minhash_spec``); the concatenation of
@@ -665,7 +616,7 @@ class DedupGate(Gate):
         prior_sig = self._prior_signatures(prior_frame)
         t_sig = time.perf_counter()
 
-        items = self._items(rows, row_ids, batches, normalized, sig, lsh_rows, prior_frame, prior_sig)
+        items = self._items(row_ids, batches, normalized, sig, lsh_rows, prior_frame, prior_sig)
         pairs, est, n_candidates = self._candidate_pairs(items)
         t_lsh = time.perf_counter()
 
@@ -769,7 +720,6 @@ class DedupGate(Gate):
 
     def _items(
         self,
-        rows: pd.DataFrame,
         row_ids: list[str],
         batches: list[Any],
         normalized: list[str],
@@ -785,12 +735,11 @@ class DedupGate(Gate):
             p_ids = prior[ID_COLUMN].astype(str).tolist()
             p_batch = prior[BATCH_COLUMN].tolist() if BATCH_COLUMN in prior else [None] * len(prior)
             p_text = prior[TEXT_COLUMN].tolist()
-        raw = rows[TEXT_COLUMN].tolist()
         return _Items(
             row_id=p_ids + [row_ids[j] for j in cur],
             batch=p_batch + [batches[j] for j in cur],
             normalized=[None] * len(p_ids) + [normalized[j] for j in cur],
-            raw_text=p_text + [raw[j] for j in cur],
+            prior_text=p_text,
             sig=np.concatenate((prior_sig, sig[cur])) if len(p_ids) else sig[cur],
             n_prior=len(p_ids),
             row_index=np.concatenate((np.full(len(p_ids), -1, dtype=np.int64), cur)),
@@ -838,7 +787,7 @@ class DedupGate(Gate):
                     sets.clear()  # bounded memory; sets are cheap to rebuild
                 norm = items.normalized[i]
                 if norm is None:
-                    norm = normalize_many([items.raw_text[i]])[0]
+                    norm = normalize_many([items.prior_text[i]])[0]
                 s = sets[i] = _shingle_set(norm, c.shingle, c.ngram)
             return s
 

@@ -22,6 +22,11 @@ chunk of texts); use it for whole tables.
 References:
     - datatrove's ``simplify_text`` (``datatrove.utils.text``), which applies the same kind of normalisation
       before hashing documents for deduplication.
+
+The second half of the module holds vectorised helpers over *many* normalised texts at once, shared by the
+gates that hash words or shingles (dedup, quality): :func:`join_utf8` (one UTF-8 byte array), :func:`word_spans`
+(byte spans of every word) and :func:`span_hash64` (a 64-bit hash of every span, equal to :func:`bytes_hash64`
+of the span's bytes).
 """
 
 from __future__ import annotations
@@ -38,10 +43,16 @@ __all__ = [
     "APOSTROPHES",
     "is_missing",
     "jaccard",
+    "bytes_hash64",
+    "join_utf8",
+    "mix64",
+    "mix64_int",
     "normalize_lines",
     "normalize_many",
     "normalize_text",
+    "span_hash64",
     "word_ngrams",
+    "word_spans",
     "words",
 ]
 
@@ -244,3 +255,105 @@ def is_missing(value: Any) -> bool:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
+
+
+# --------------------------------------------------------------------------------------------------- vectorised
+
+_U64 = np.uint64
+_MASK64 = (1 << 64) - 1
+#: Base of the polynomial span hash (odd, so it is invertible modulo 2**64).
+_POLY = 0x100000001B3
+_POLY_INV = pow(_POLY, -1, 1 << 64)
+_LEN_MUL = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, in place on a uint64 array (wrapping arithmetic); returns ``x``."""
+    x ^= x >> _U64(30)
+    x *= _U64(_MIX1)
+    x ^= x >> _U64(27)
+    x *= _U64(_MIX2)
+    x ^= x >> _U64(31)
+    return x
+
+
+def mix64_int(x: int) -> int:
+    """splitmix64 finaliser of one Python int (scalar twin of :func:`mix64`)."""
+    x ^= x >> 30
+    x = (x * _MIX1) & _MASK64
+    x ^= x >> 27
+    x = (x * _MIX2) & _MASK64
+    return x ^ (x >> 31)
+
+
+def bytes_hash64(data: bytes) -> int:
+    """64-bit hash of a byte string: ``sum((byte_j + 1) * POLY**j) mod 2**64``, xor its length times a constant,
+    splitmix64-finalised. The scalar reference of :func:`span_hash64`."""
+    h, power = 0, 1
+    for byte in data:
+        h = (h + (byte + 1) * power) & _MASK64
+        power = (power * _POLY) & _MASK64
+    return mix64_int(h ^ ((len(data) * _LEN_MUL) & _MASK64))
+
+
+@lru_cache(maxsize=8)
+def _powers(base: int, size: int) -> np.ndarray:
+    """``base**j mod 2**64`` for ``j < size`` (read-only, cached)."""
+    out = np.full(size, base, dtype=np.uint64)
+    out[0] = 1
+    np.cumprod(out, out=out)
+    out.flags.writeable = False
+    return out
+
+
+def _power_table(base: int, size: int) -> np.ndarray:
+    """Powers of ``base`` for at least ``size`` exponents (sizes rounded up to powers of two for the cache)."""
+    return _powers(base, 1 << max(10, int(size - 1).bit_length()))
+
+
+def span_hash64(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """:func:`bytes_hash64` of every byte span ``data[starts[k]:ends[k]]`` at once (uint8 in, uint64 out).
+
+    One prefix sum of ``(byte + 1) * POLY**position`` gives every span's polynomial, shifted back to
+    ``POLY**0`` with the inverse powers (wrapping uint64 arithmetic throughout).
+    """
+    n = len(data)
+    pw = _power_table(_POLY, n + 1)
+    ipw = _power_table(_POLY_INV, n + 1)
+    prefix = np.zeros(n + 1, dtype=np.uint64)
+    terms = data.astype(np.uint64)
+    terms += _U64(1)
+    terms *= pw[:n]
+    np.cumsum(terms, out=prefix[1:])
+    h = prefix[ends] - prefix[starts]
+    h *= ipw[starts]
+    h ^= (ends - starts).astype(np.uint64) * _U64(_LEN_MUL)
+    return mix64(h)
+
+
+def join_utf8(normalized: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised texts joined by newlines as one UTF-8 byte array, and each text's starting byte offset.
+
+    Normalised texts contain no newline, so newlines are exactly the separators.
+    """
+    data = np.frombuffer("\n".join(normalized).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    starts = np.concatenate(([0], np.flatnonzero(data == 10) + 1)) if len(normalized) else np.empty(0, np.int64)
+    return data, starts
+
+
+def word_spans(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Byte spans ``(starts, ends)`` of the words (maximal runs without space or newline) of a :func:`join_utf8`
+    array, in order."""
+    if len(data) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    gap = (data == 32) | (data == 10)
+    edge = np.empty(len(data) + 1, dtype=bool)
+    edge[0] = edge[-1] = True
+    edge[1:-1] = gap[1:] != gap[:-1]
+    bounds = np.flatnonzero(edge)  # alternating starts and ends of word / gap runs
+    first_is_word = not gap[0]
+    starts = bounds[0 if first_is_word else 1 :: 2]
+    ends = bounds[1 if first_is_word else 2 :: 2]
+    return starts[: len(ends)], ends

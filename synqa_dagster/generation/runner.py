@@ -14,12 +14,16 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from synqa_dagster.generation.pipeline import GenerationStats
+
+
+DEFAULT_TIMEOUT_S = 3600
 
 
 class GenerationFailed(RuntimeError):
@@ -46,6 +50,10 @@ def run_in_subprocess(
         env = os.environ.copy()
         env.setdefault("PYTHONWARNINGS", "ignore")  # third-party deprecation chatter, not our log
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        timeout = float(os.environ.get("SYNQA_GENERATION_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+        watchdog = threading.Timer(timeout, proc.kill)  # a stalled pipeline must fail the run, not hang it
+        watchdog.daemon = True
+        watchdog.start()
         tail: list[str] = []
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -54,8 +62,12 @@ def run_in_subprocess(
                 continue
             tail = (tail + [line])[-40:]
             log(line)
-        if proc.wait() != 0:
-            raise GenerationFailed(f"generation for batch {batch} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+        returncode = proc.wait()
+        timed_out = not watchdog.is_alive() and returncode != 0
+        watchdog.cancel()
+        if returncode != 0:
+            why = f"timed out after {timeout:.0f} s (SYNQA_GENERATION_TIMEOUT_S)" if timed_out else f"exit {returncode}"
+            raise GenerationFailed(f"generation for batch {batch} failed ({why}):\n" + "\n".join(tail))
         stats = GenerationStats(**json.loads(stats_path.read_text()))
         return pd.read_parquet(out_path), stats
 

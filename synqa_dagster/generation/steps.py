@@ -31,7 +31,8 @@ class KeepFirstInstructions(Step):
 
     ``SelfInstruct`` splits the completion into lines; small models add headings (``# Example``), list markers
     and one-word fragments. Those are not requests: lines that are markdown headings or have fewer than
-    ``min_words`` words are skipped; numbering, bullets and wrapping quotes are stripped.
+    ``min_words`` words are skipped; numbering, bullets and wrapping quotes are stripped. When no line is
+    usable, the first raw line is kept (possibly empty), so every seed still yields a row for the gates.
 
     Input/output column: ``instructions`` (list of str) from ``SelfInstruct``.
 
@@ -52,8 +53,11 @@ class KeepFirstInstructions(Step):
 
     def process(self, inputs: StepInput):
         for row in inputs:
-            kept = [c for c in (clean_instruction(i) for i in row.get("instructions") or []) if len(c.split()) >= self.min_words]
-            row["instructions"] = kept[: self.num_instructions]
+            raw = [i for i in row.get("instructions") or [] if i and i.strip()]
+            kept = [c for c in (clean_instruction(i) for i in raw) if len(c.split()) >= self.min_words]
+            # Never emit zero instructions for a seed: an empty expansion stalls distilabel's downstream steps,
+            # and a bad line is the quality gate's call to make (it rejects it with a reason), not ours.
+            row["instructions"] = kept[: self.num_instructions] or [raw[0].strip() if raw else ""]
         yield inputs
 
 

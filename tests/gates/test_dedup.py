@@ -283,10 +283,10 @@ def test_config_validation() -> None:
 
 
 def _datatrove_collisions(pairs: list[tuple[str, str]], tmp_path: Path) -> tuple[list[bool], list[float]]:
-    """Whether datatrove's default MinHash (5-grams, 14 buckets x 8 hashes, xxhash64, its simplify_text) puts
-    each pair in a common bucket (= removes one of them), and the exact Jaccard of its own 5-gram sets."""
+    """Whether datatrove's default MinHash (5-grams, 14 buckets x 8 hashes, xxhash64, its own ``simplify_text``
+    normalisation, all run by its ``MinhashDedupSignature`` code) puts each pair in a common bucket (= removes one
+    of them), and the exact Jaccard of its own 5-gram (hash) sets."""
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
-    from datatrove.utils.text import simplify_text
     from datatrove.utils.word_tokenizers import WordTokenizer
 
     class Whitespace(WordTokenizer):  # datatrove's "en" tokenizer needs spacy, which is not installed
@@ -309,7 +309,6 @@ def _datatrove_collisions(pairs: list[tuple[str, str]], tmp_path: Path) -> tuple
         ga = set(step.get_shingles(a).ravel().tolist())
         gb = set(step.get_shingles(b).ravel().tolist())
         jac.append(len(ga & gb) / len(ga | gb))
-        _ = simplify_text  # imported to document which normalisation datatrove applies
     return collide, jac
 
 

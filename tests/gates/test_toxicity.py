@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from synqa_dagster.gates.base import split_rows
 from synqa_dagster.gates.toxicity import (
     DEFAULT_PROFANITY_THRESHOLD,
     DetoxifyScorer,
@@ -376,7 +375,7 @@ def test_cascade_sends_only_screened_and_calibration_rows_to_model():
 
     # the model's score decides for the rows it scored
     by_text = dict(zip(rows["text"], zip(result.keep, result.reason, result.score)))
-    assert by_text["profane message 1"][0] is np.False_
+    assert not by_text["profane message 1"][0]
     assert by_text["profane message 1"][1] == "toxicity 0.90 ≥ 0.05 (detoxify original)"
     assert by_text["profane message 2"][0]  # profanity 0.9 but model 0.01: kept
     assert by_text["profane message 2"][2] == pytest.approx(0.01)
