@@ -100,6 +100,13 @@ def _md(frame: pd.DataFrame) -> str:
     return shown.to_markdown(index=False) if len(shown) else "_none_"
 
 
+def _verdict(failing: list, severity: str) -> str:
+    """``returned_to_synthesis`` only when the failure blocks the batch (ERROR); a WARN failure ships flagged."""
+    if not failing:
+        return "accepted"
+    return RETURNED if severity == "ERROR" else "accepted_with_warning"
+
+
 def _too_few(n: int, drift: DriftConfig, **extra: Any) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=True,
@@ -127,7 +134,7 @@ def drift_result(
     report = compare_probes(bat_probes, ref_probes, drift.thresholds(), drift.alpha, drift.categorical_effect, drift.min_expected)
     failing = report.failing
     metadata: dict[str, Any] = {
-        "verdict": RETURNED if failing else "accepted",
+        "verdict": _verdict(failing, drift.severities.drift),
         "failing_probes": dg.MetadataValue.json(failing),
         "rows_batch": len(rows),
         "rows_reference": len(reference),
@@ -151,7 +158,7 @@ def drift_result(
         passed=not failing,
         severity=_severity(drift.severities.drift),
         metadata=metadata,
-        description=(f"returned to synthesis: drift in {', '.join(failing)}" if failing else "within the reference envelope"),
+        description=(f"{_verdict(failing, drift.severities.drift).replace('_', ' ')}: drift in {', '.join(failing)}" if failing else "within the reference envelope"),
     )
 
 
@@ -169,7 +176,7 @@ def diversity_result(rows: pd.DataFrame, reference: pd.DataFrame, drift: DriftCo
         passed=not failing,
         severity=_severity(drift.severities.diversity),
         metadata={
-            "verdict": RETURNED if failing else "accepted",
+            "verdict": _verdict(failing, drift.severities.diversity),
             "failing_metrics": dg.MetadataValue.json(failing),
             "rows_batch": len(rows),
             "metrics": dg.MetadataValue.md(_md(report.table)),
