@@ -222,16 +222,7 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
 
 def load_recipe(path: str | Path | None = None) -> Recipe:
     """Read and validate a recipe YAML (default ``recipes/demo.yaml``, or ``$SYNQA_RECIPE``)."""
-    import os
-
-    path = Path(path or os.environ.get("SYNQA_RECIPE") or DEFAULT_RECIPE)
-    data = _read_yaml(path, "recipe")
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(path, exc)) from exc
-    recipe.source_path = str(path.resolve())
-    return recipe
+    return _load_model(Recipe, path, "SYNQA_RECIPE", DEFAULT_RECIPE, "recipe")
 
 
 class GateConfig(StrictModel):
@@ -261,12 +252,17 @@ class GateConfig(StrictModel):
 
 def load_gate_config(path: str | Path | None = None) -> GateConfig:
     """Read and validate a gate-config YAML (default ``gates/default.yaml``, or ``$SYNQA_GATES``)."""
+    return _load_model(GateConfig, path, "SYNQA_GATES", DEFAULT_GATES, "gate config")
+
+
+def _load_model(model: type, path: str | Path | None, env_var: str, default: Path, what: str):
+    """Validate the YAML at ``path`` (else ``$env_var``, else ``default``) as ``model``; remember where it came from."""
     import os
 
-    path = Path(path or os.environ.get("SYNQA_GATES") or DEFAULT_GATES)
-    data = _read_yaml(path, "gate config")
+    path = Path(path or os.environ.get(env_var) or default)
+    data = _read_yaml(path, what)
     try:
-        config = GateConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(path, exc)) from exc
     config.source_path = str(path.resolve())

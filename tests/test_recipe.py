@@ -52,3 +52,14 @@ def test_openai_backend_needs_base_url(tmp_path: Path):
     path = write_recipe(tmp_path / "openai.yaml", **{"generator.backend": "openai"})
     with pytest.raises(ConfigError, match="base_url"):
         load_recipe(path)
+
+
+def test_invalid_gate_config_names_file_and_field(tmp_path: Path):
+    data = yaml.safe_load((REPO_ROOT / "gates" / "default.yaml").read_text())
+    data["dedup"]["threshold"] = 1.7
+    data["toxicity"]["backend"] = "detoxify"  # no checkpoint and no download allowed
+    path = tmp_path / "gates.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as err:
+        load_gate_config(path)
+    assert str(path) in str(err.value) and "field dedup.threshold" in str(err.value) and "field toxicity" in str(err.value)
