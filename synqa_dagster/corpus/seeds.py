@@ -143,6 +143,13 @@ def validate_with_great_expectations(
     return [msg for _, msg in sorted(problems)]
 
 
+def validation_report(what: str, problems: list[str]) -> str:
+    """One error message listing the first :data:`MAX_ERRORS_SHOWN` problems (each naming file, line, field)."""
+    shown = problems[:MAX_ERRORS_SHOWN]
+    more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    return f"{what} failed validation ({len(problems)} problem(s)):\n  " + "\n  ".join(shown) + more
+
+
 def load_seed_corpus(
     path: str | Path,
     taxonomy_dir: str | Path,
@@ -181,9 +188,7 @@ def load_seed_corpus(
     except TaxonomyError as exc:
         raise SeedCorpusError(f"{path}: {exc}") from exc
     if problems:
-        shown = problems[:MAX_ERRORS_SHOWN]
-        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-        raise SeedCorpusError(f"seed corpus failed validation ({len(problems)} problem(s)):\n  " + "\n  ".join(shown) + more)
+        raise SeedCorpusError(validation_report("seed corpus", problems))
 
     rows = pd.concat(rows_out, ignore_index=True)
     rows = rows.rename(columns={"label": "source_label", "taxonomy_version": "source_taxonomy_version"})

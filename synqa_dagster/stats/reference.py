@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from synqa_dagster.corpus.seeds import MAX_ERRORS_SHOWN, SeedCorpusError, file_hash, read_rows, validate_with_great_expectations
+from synqa_dagster.corpus.seeds import SeedCorpusError, file_hash, read_rows, validate_with_great_expectations, validation_report
 from synqa_dagster.corpus.taxonomy import TaxonomyError, label_mapping, load_taxonomy
 
 ID_COLUMNS = ("message_id", "seed_id", "row_id", "id")
@@ -90,9 +90,7 @@ def load_reference_corpus(
     except TaxonomyError as exc:
         raise ReferenceCorpusError(f"{path}: {exc}") from exc
     if problems:
-        shown = problems[:MAX_ERRORS_SHOWN]
-        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-        raise ReferenceCorpusError(f"reference corpus failed validation ({len(problems)} problem(s)):\n  " + "\n  ".join(shown) + more)
+        raise ReferenceCorpusError(validation_report("reference corpus", problems))
 
     rows = pd.concat(parts).sort_values("line", kind="stable").reset_index(drop=True)
     rows = rows.rename(columns={"label": "source_label", "taxonomy_version": "source_taxonomy_version", "_ref_id": "ref_id"})
