@@ -30,7 +30,12 @@ def _ensure_instance_env() -> None:
 
 
 def _context(args: argparse.Namespace):
+    import warnings
+
     import dagster as dg
+
+    # Partitioned asset checks are a Dagster preview feature we rely on deliberately (one check per batch).
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     from synqa_dagster.config import load_recipe
     from synqa_dagster.definitions import BATCH_JOB, build_definitions
