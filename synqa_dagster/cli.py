@@ -55,12 +55,20 @@ def run_batch(job, instance, batch: str):
     return result, time.perf_counter() - started
 
 
+def _batch_range(partitions) -> str:
+    keys = partitions.get_partition_keys()
+    return f"{keys[0]} .. {keys[-1]}" if keys else "none yet"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from synqa_dagster.summary import batch_summary
 
     defs, job, recipe, instance = _context(args)
     partitions = job.partitions_def
     batch = args.batch or partitions.get_last_partition_key()
+    if batch is None or not partitions.has_partition_key(batch):
+        print(f"unknown batch {batch!r}: batches are {_batch_range(partitions)}", file=sys.stderr)
+        return 2
     print(f"synqa demo: recipe {recipe.name} v{recipe.version} (hash {recipe.content_hash()}), batch {batch}")
     print(f"            instance {os.environ['DAGSTER_HOME']}; generator {recipe.generator.backend}/{recipe.generator.model}")
     result, seconds = run_batch(job, instance, batch)
@@ -108,6 +116,9 @@ def cmd_backfill_stale(args: argparse.Namespace) -> int:
         return 0
     failed = 0
     for v in stale:
+        if not job.partitions_def.has_partition_key(v.batch):
+            print(f"skipping {v.batch}: not a batch of the current cadence ({_batch_range(job.partitions_def)})")
+            continue
         if args.dry_run:
             print(f"would rebuild {v.batch} (recipe {v.recipe_hash} -> {recipe.content_hash()})")
             continue
@@ -122,7 +133,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     keys = job.partitions_def.get_partition_keys()
     end = args.end or args.start
     if args.start not in keys or end not in keys:
-        print(f"unknown batch; valid batches run from {keys[0]} to {keys[-1]}", file=sys.stderr)
+        print(f"unknown batch; batches are {_batch_range(job.partitions_def)}", file=sys.stderr)
+        return 2
+    if keys.index(args.start) > keys.index(end):
+        print(f"empty range: {args.start} comes after {end}", file=sys.stderr)
         return 2
     selected = keys[keys.index(args.start): keys.index(end) + 1]
     failed = 0
@@ -151,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("end", nargs="?")
     p.set_defaults(func=cmd_backfill)
     args = parser.parse_args(argv)
+    # Relative config paths mean the user's working directory (the CLI later runs from the project root).
+    for attr, env in (("recipe", "SYNQA_RECIPE"), ("gates", "SYNQA_GATES")):
+        value = getattr(args, attr) or os.environ.get(env)
+        if value:
+            setattr(args, attr, str(Path(value).expanduser().resolve()))
+            os.environ[env] = getattr(args, attr)
     return int(args.func(args) or 0)
 
 

@@ -57,7 +57,7 @@ class BatchSpec(StrictModel):
     cadence: Literal["hourly", "daily", "weekly"] = "daily"
     start: str = Field("2026-11-01", description="First batch (YYYY-MM-DD or YYYY-MM-DD-HH:MM for hourly).")
     timezone: str = "UTC"
-    schedule_offset_minutes: int = Field(30, ge=0, description="Run the schedule this long after a window closes.")
+    schedule_offset_minutes: int = Field(30, ge=0, le=59, description="Run the schedule this many minutes after a window closes.")
 
 
 class SamplingParams(StrictModel):
@@ -95,8 +95,16 @@ class GeneratorSpec(StrictModel):
         return self
 
 
+#: The placeholders a prompt template may use; every other brace is literal text (JSON examples are fine).
+TEMPLATE_FIELDS = ("locale", "intent", "intent_description", "seed_text")
+
+
 class PromptTemplate(StrictModel):
-    """A prompt template with a stable id (recorded on every row it produced)."""
+    """A prompt template with a stable id (recorded on every row it produced).
+
+    Placeholders: ``{locale}``, ``{intent}``, ``{intent_description}``, ``{seed_text}``; any other text in
+    braces is kept literally.
+    """
 
     id: str = Field(pattern=r"^[a-z0-9_.\-]+$")
     text: str

@@ -19,7 +19,7 @@ from synqa_dagster.checks.invariants import build_invariant_checks
 from synqa_dagster.checks.toxicity import build_toxicity_checks
 from synqa_dagster.config import load_gate_config, load_recipe
 from synqa_dagster.partitions import batch_partitions
-from synqa_dagster.paths import default_storage_base
+from synqa_dagster.paths import default_storage_base, resolve_path
 from synqa_dagster.resources import EmbedderResource, ParquetIOManager, ScorerResource, StoreResource
 from synqa_dagster.sensors import build_stale_batches_sensor
 
@@ -51,7 +51,7 @@ def build_definitions(recipe_path: str | None = None, gates_path: str | None = N
     )
     schedule = dg.build_schedule_from_partitioned_job(
         batch_job,
-        minute_of_hour=recipe.batches.schedule_offset_minutes % 60,
+        minute_of_hour=recipe.batches.schedule_offset_minutes,
         name="synqa_batch_schedule",
         description="Materializes the newest batch when its window closes.",
         default_status=dg.DefaultScheduleStatus.STOPPED,
@@ -62,11 +62,11 @@ def build_definitions(recipe_path: str | None = None, gates_path: str | None = N
         asset_checks=checks,
         jobs=[batch_job],
         schedules=[schedule],
-        sensors=[build_stale_batches_sensor(BATCH_JOB, recipe.content_hash())],
+        sensors=[build_stale_batches_sensor(BATCH_JOB, recipe.content_hash(), partitions)],
         resources={
             "parquet_io_manager": ParquetIOManager(base_path=base),
             "store": StoreResource(base_path=base),
-            "embedder": EmbedderResource(model_path=gates.embedding_model_path),
+            "embedder": EmbedderResource(model_path=str(resolve_path(gates.embedding_model_path)) if gates.embedding_model_path else None),
             "scorers": ScorerResource(),
         },
         metadata={"recipe_hash": recipe.content_hash(), "gate_config_hash": gates.content_hash()},

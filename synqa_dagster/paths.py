@@ -15,8 +15,9 @@ DEFAULT_GATES = PROJECT_ROOT / "gates" / "default.yaml"
 def instance_dir() -> Path:
     """synqa's instance folder (``$SYNQA_HOME``, default ``<project>/.synqa``, git-ignored).
 
-    Holds the Dagster run storage (``dagster/``, see dagster.yaml), Parquet outputs (``storage/``), model
-    caches (``models/``, ``cache/``: distilabel and Hugging Face caches never go to ``~/.cache``).
+    Holds Parquet outputs (``storage/``, unless ``$SYNQA_STORAGE`` says otherwise), the tokenizer built from the
+    GGUF (``models/``) and the generation caches (``cache/``: distilabel's and Hugging Face's, so generation never
+    writes to ``~/.cache``). The Dagster run storage of the project instance is ``.synqa/dagster`` (dagster.yaml).
     """
     return Path(os.environ.get("SYNQA_HOME") or PROJECT_ROOT / ".synqa").resolve()
 

@@ -6,7 +6,7 @@ import dagster as dg
 from synqa_dagster.batches import stale_batches
 
 
-def build_stale_batches_sensor(job_name: str, recipe_hash: str) -> dg.SensorDefinition:
+def build_stale_batches_sensor(job_name: str, recipe_hash: str, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
     """A sensor that requests one run per batch built with a recipe other than ``recipe_hash``.
 
     The run key is ``<batch>@<recipe hash>``, so each stale batch is rebuilt exactly once per recipe version.
@@ -21,7 +21,7 @@ def build_stale_batches_sensor(job_name: str, recipe_hash: str) -> dg.SensorDefi
         description=f"Rebuilds batches whose generated_candidates were built with a recipe hash other than {recipe_hash}.",
     )
     def stale_batches_sensor(context: dg.SensorEvaluationContext):
-        stale = stale_batches(context.instance, recipe_hash)
+        stale = [b for b in stale_batches(context.instance, recipe_hash) if partitions.has_partition_key(b.batch)]
         if not stale:
             return dg.SkipReason(f"every batch is on recipe {recipe_hash}")
         return [

@@ -81,6 +81,15 @@ class TableStore:
                 out.write(payload)
         return self.uri(asset, batch, name)
 
+    def delete(self, asset: str, batch: str | None) -> bool:
+        """Remove the table of ``asset`` for ``batch`` (and files beside it); returns whether one existed."""
+        fs, _ = self._fs_and_root()
+        folder = self._path(asset, batch).rsplit("/", 1)[0]
+        if fs.get_file_info(folder).type == pafs.FileType.NotFound:
+            return False
+        fs.delete_dir(folder)
+        return True
+
     def read(self, asset: str, batch: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
         """Read the table of ``asset`` for ``batch``; raises FileNotFoundError naming the URI if absent."""
         fs, _ = self._fs_and_root()
@@ -108,5 +117,10 @@ class TableStore:
 
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    if table.num_rows == 0:
+        # No row groups at all: a zero-row row group makes readers of many batches at once (HF datasets) fail.
+        with pq.ParquetWriter(sink, table.schema, compression="zstd"):
+            pass
+    else:
+        pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()

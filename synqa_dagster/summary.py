@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import dagster as dg
@@ -68,8 +69,12 @@ def batch_summary(defs: dg.Definitions, batch: str, seconds: float, checks: list
     return "\n".join(out)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _short(text: object, width: int) -> str:
-    s = " ".join(str(text).split())
+    """One line of row text for the terminal: control characters (escape sequences) become ``?``."""
+    s = " ".join(_CONTROL.sub("?", str(text)).split())
     return s if len(s) <= width else s[: width - 1] + "…"
 
 

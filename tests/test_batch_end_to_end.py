@@ -111,7 +111,7 @@ def test_same_batch_same_recipe_gives_byte_identical_rows(batch_run, tmp_path):
     from synqa_dagster.generation.seeds import select_seeds
 
     chosen = select_seeds(seeds, BATCH, recipe.seed_corpus.seeds_per_batch, salt=recipe.generator.seed)
-    again, _ = run_in_subprocess(str(batch_run["recipe_path"]), chosen, BATCH, "2026-11-02T00:00:00+00:00", tmp_path / "cache", log=lambda _: None)
+    again, _ = run_in_subprocess(recipe, chosen, BATCH, "2026-11-02T00:00:00+00:00", tmp_path / "cache", log=lambda _: None)
     first = store.read("generated_candidates", BATCH)
     pd.testing.assert_frame_equal(first, again)
     again_uri = TableStore(str(tmp_path / "s")).write("generated_candidates", BATCH, again)

@@ -86,4 +86,9 @@ def test_a_stalled_generation_child_fails_the_run_instead_of_hanging(monkeypatch
     monkeypatch.setenv("SYNQA_GENERATION_TIMEOUT_S", "1")
     seeds = select_seeds(_seeds(), "2026-11-02", 1, salt=1)
     with pytest.raises(GenerationFailed, match=r"timed out after 1 s"):
-        run_in_subprocess(str(REPO_ROOT / "recipes/demo.yaml"), seeds, "2026-11-02", "2026-11-02T00:00:00+00:00", tmp_path, log=lambda _: None)
+        run_in_subprocess(load_recipe(), seeds, "2026-11-02", "2026-11-02T00:00:00+00:00", tmp_path, log=lambda _: None)
+
+
+def test_templates_keep_literal_braces():
+    tpl = 'Reply as JSON: {"answer": "..."} for {intent} in {locale}; {items[0]} {user.name}'
+    assert fill_template(tpl, intent="x", locale="en-GB") == 'Reply as JSON: {"answer": "..."} for x in en-GB; {items[0]} {user.name}'

@@ -114,3 +114,15 @@ def test_incomplete_mapping_is_refused(tmp_path: Path):
         load_taxonomy(tmp_path, "v2")
     with pytest.raises(TaxonomyError, match="no explicit mapping from taxonomy v2 to v1"):
         label_mapping(TAXONOMY, "v2", "v1")
+
+
+def test_duplicate_ids_across_taxonomy_versions_are_caught(tmp_path: Path):
+    rows = _demo_rows()[:4]
+    v2 = load_taxonomy(TAXONOMY, "v2")
+    rows[3]["seed_id"] = rows[0]["seed_id"]
+    rows[3]["taxonomy_version"] = "v2"
+    rows[3]["label"] = sorted(v2.labels)[0]
+    path = _write_jsonl(tmp_path / "mixed.jsonl", rows)
+    with pytest.raises(SeedCorpusError) as err:
+        load_seed_corpus(path, TAXONOMY, "v2")
+    assert "line 1: field seed_id: is not unique" in str(err.value) and "line 4: field seed_id: is not unique" in str(err.value)

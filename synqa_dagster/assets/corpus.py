@@ -7,7 +7,19 @@ import dagster as dg
 
 from synqa_dagster.assets.reporting import table_metadata
 from synqa_dagster.config import Recipe
-from synqa_dagster.corpus.seeds import load_seed_corpus
+from synqa_dagster.corpus.seeds import file_hash, load_seed_corpus
+
+
+def taxonomy_hash(recipe: Recipe) -> str:
+    """Hash of every taxonomy file the recipe's taxonomy folder holds (labels, descriptions and mappings)."""
+    folder = recipe.resolved(recipe.seed_corpus.taxonomy_dir)
+    return file_hash_many(sorted(folder.glob("*.yaml")))
+
+
+def file_hash_many(paths) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(f"{p.name}:{file_hash(p)}" for p in paths).encode()).hexdigest()[:16]
 
 
 def build_seed_corpus_asset(recipe: Recipe, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -42,6 +54,9 @@ def build_seed_corpus_asset(recipe: Recipe, partitions: dg.PartitionsDefinition)
         context.log.info(f"seed corpus {corpus.path}: {len(rows)} seeds valid, hash {corpus.content_hash}")
         return dg.Output(
             rows,
+            # The corpus content is this asset's data version: editing seeds or the taxonomy marks every
+            # batch's generated_candidates as stale in the UI ("upstream data changed"), even with the same recipe.
+            data_version=dg.DataVersion(f"{corpus.content_hash}-{corpus.taxonomy.version}-{taxonomy_hash(recipe)}"),
             metadata=table_metadata(
                 rows,
                 ["seed_id", "intent", "locale", "text"],

@@ -11,6 +11,13 @@ from synqa_dagster.config import Recipe
 from synqa_dagster.generation.runner import run_in_subprocess
 from synqa_dagster.generation.seeds import batch_seed, select_seeds
 from synqa_dagster.paths import instance_dir
+from synqa_dagster.resources import StoreResource
+
+#: Per-batch outputs derived from generated_candidates (removed when a batch is regenerated).
+DOWNSTREAM_OUTPUTS = (
+    "quality_gate", "dedup_gate", "toxicity_gate", "candidate_embeddings", "contamination_gate",
+    "reject_log", "accepted_dataset", "dedup_index",
+)
 
 
 def build_generation_asset(recipe: Recipe, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -33,15 +40,20 @@ def build_generation_asset(recipe: Recipe, partitions: dg.PartitionsDefinition) 
         ),
         metadata={"recipe": recipe.name, "recipe_version": recipe.version, "recipe_hash": recipe_hash},
     )
-    def generated_candidates(context: dg.AssetExecutionContext, seed_corpus: pd.DataFrame):
+    def generated_candidates(context: dg.AssetExecutionContext, seed_corpus: pd.DataFrame, store: StoreResource):
         batch = context.partition_key
+        # A regenerated batch invalidates everything built from its previous candidates: remove those outputs
+        # so a run that stops early (a blocking check) never leaves a superseded accepted split or dedup index.
+        removed = [a for a in DOWNSTREAM_OUTPUTS if store.store.delete(a, batch)]
+        if removed:
+            context.log.info(f"batch {batch}: removed previous outputs of {', '.join(removed)}")
         window = context.partition_time_window
         spec = recipe.seed_corpus
         seeds = select_seeds(seed_corpus, batch, spec.seeds_per_batch, salt=recipe.generator.seed)
         context.log.info(f"batch {batch}: {len(seeds)} seeds selected; generating with {recipe.generator.backend}/{recipe.generator.model}")
         started = time.perf_counter()
         rows, stats = run_in_subprocess(
-            recipe.source_path,
+            recipe,
             seeds,
             batch=batch,
             created_at=window.start.isoformat(),

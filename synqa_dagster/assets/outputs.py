@@ -43,8 +43,12 @@ def build_output_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
         contamination_gate: pd.DataFrame,
     ):
         started = time.perf_counter()
-        parts = [rejects(t) for t in (quality_gate, dedup_gate, toxicity_gate, contamination_gate)]
+        tables = (quality_gate, dedup_gate, toxicity_gate, contamination_gate)
+        parts = [rejects(t) for t in tables]
         log = pd.concat([p for p in parts if len(p)] or [parts[0]], ignore_index=True)
+        # The same columns in every batch, whichever gates happened to reject something.
+        columns = list(dict.fromkeys(c for t in (*parts, contamination_gate) for c in t.columns if c != "kept"))
+        log = log.reindex(columns=columns)
         return dg.Output(
             log,
             metadata=table_metadata(

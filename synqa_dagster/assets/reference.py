@@ -1,9 +1,10 @@
 """The ``reference_corpus`` asset: the real-data baseline the drift, diversity and bias checks compare against.
 
 Unpartitioned by default: the reference is one sample shared by every batch, versioned by the hash of its file
-(its ``code_version``), so it is built once and each batch's checks load the same table; a changed file shows
-the asset as changed in the UI. (Pass ``partitions`` to snapshot it per batch instead.) The rows are embedded
-once here (``embedding`` column, the same MiniLM as ``candidate_embeddings``) so the checks never re-embed it.
+(its ``code_version``); a changed file shows the asset as changed in the UI. (Pass ``partitions`` to snapshot it
+per batch instead.) The batch job includes it, so every batch run rebuilds it from the file (a few seconds) and
+its checks read that table. The rows are embedded here (``embedding`` column, the same MiniLM as
+``candidate_embeddings``) so the checks never re-embed it.
 """
 
 
@@ -57,7 +58,7 @@ def build_reference_asset(
         description=(
             "The real-data baseline for the drift, diversity and bias checks (the user's own sample; the demo's "
             "written customer messages by default), validated like the seed corpus (file, line and field on any "
-            "problem), labels mapped to the batch's taxonomy version, embedded once with MiniLM."
+            "problem), labels mapped to the batch's taxonomy version, embedded with MiniLM."
         ),
         metadata={"reference_path": drift.reference_path, "taxonomy_dir": taxonomy_dir},
     )

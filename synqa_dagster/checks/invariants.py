@@ -33,7 +33,10 @@ def build_invariant_checks(gates: GateConfig, partitions: dg.PartitionsDefinitio
     @dg.asset_check(
         asset="accepted_dataset",
         name="every_candidate_accounted_once",
-        description="Every candidate is accepted or rejected, exactly once; no row is both.",
+        description=(
+            "Every candidate is accepted or rejected, exactly once; no row is both; and the batch is not empty "
+            "(no candidates, or none accepted, fails: an empty batch must not pass as a success)."
+        ),
         blocking=True,
         partitions_def=partitions,
         additional_ins={"generated_candidates": dg.AssetIn("generated_candidates"), "reject_log": dg.AssetIn("reject_log")},
@@ -46,6 +49,10 @@ def build_invariant_checks(gates: GateConfig, partitions: dg.PartitionsDefinitio
             reject_log["row_id"] if len(reject_log) else empty,
         )
         bad = {k: v for k, v in violations.items() if v}
+        if len(generated_candidates) == 0:
+            bad["no_candidates"] = ["generation produced no rows for this batch"]
+        elif len(accepted_dataset) == 0:
+            bad["nothing_accepted"] = [f"all {len(generated_candidates)} candidates were rejected: see reject_log"]
         return dg.AssetCheckResult(
             passed=not bad,
             severity=dg.AssetCheckSeverity.ERROR,

@@ -174,9 +174,13 @@ def load_seed_corpus(
     for column in ("seed_id", "label", "text", "locale"):
         frame[column] = frame[column].astype("string")
 
+    problems: list[str] = []
+    # Ids must be unique across the whole file, not just within one taxonomy version's rows.
+    if frame["taxonomy_version"].nunique() > 1:  # (with one version, the suite below sees the whole file)
+        dups = frame.loc[frame["seed_id"].notna() & frame["seed_id"].duplicated(keep=False)]
+        problems += [f"{path}: line {r.line}: field seed_id: is not unique (value {str(r.seed_id)[:60]!r})" for r in dups.itertuples()]
     try:
         target = load_taxonomy(taxonomy_dir, taxonomy_version)
-        problems: list[str] = []
         rows_out = []
         for source_version, group in frame.groupby("taxonomy_version", sort=True):
             source_taxonomy = load_taxonomy(taxonomy_dir, str(source_version))
@@ -188,6 +192,7 @@ def load_seed_corpus(
     except TaxonomyError as exc:
         raise SeedCorpusError(f"{path}: {exc}") from exc
     if problems:
+        problems = sorted(dict.fromkeys(problems), key=lambda m: int(m.split(": line ")[1].split(":")[0]))
         raise SeedCorpusError(validation_report("seed corpus", problems))
 
     rows = pd.concat(rows_out, ignore_index=True)

@@ -28,6 +28,8 @@ import json
 import numbers
 import re
 from pathlib import Path
+
+from synqa_dagster.paths import resolve_path
 from typing import Any, Iterator, Literal
 
 import pandas as pd
@@ -124,7 +126,7 @@ def load_eval_set(spec: EvalSetSpec) -> pd.DataFrame:
         EvalSetError: the file is missing or unreadable, a record is not valid JSON, a field is missing, empty or
             not a string/number, or two items share an id. The message names the file, line/row and field.
     """
-    path = Path(spec.path) if spec.path else None
+    path = resolve_path(spec.path) if spec.path else None  # relative = the project root, like every config path
     if spec.source == "humaneval" and path is None:
         path = humaneval_data_path()
     assert path is not None

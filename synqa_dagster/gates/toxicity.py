@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from synqa_dagster.paths import resolve_path
 from synqa_dagster.gates.base import ID_COLUMN, TEXT_COLUMN, Gate, GateResult
 
 CATEGORY_TOXIC = "toxic"
@@ -134,7 +135,10 @@ class DetoxifyScorer:
         head: str = "toxicity",
     ) -> None:
         self.model_type = model_type
-        self.checkpoint_path = str(checkpoint_path) if checkpoint_path is not None else None
+        # Relative paths are relative to the project root, like every other config path.
+        self.checkpoint_path = str(resolve_path(checkpoint_path)) if checkpoint_path is not None else None
+        if huggingface_config_path is not None:
+            huggingface_config_path = str(resolve_path(huggingface_config_path))
         self.huggingface_config_path = str(huggingface_config_path) if huggingface_config_path is not None else None
         self.head = head
         self.batch_size = int(batch_size)

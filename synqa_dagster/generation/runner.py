@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from synqa_dagster.config import Recipe
 from synqa_dagster.generation.pipeline import GenerationStats
 
 
@@ -31,27 +33,35 @@ class GenerationFailed(RuntimeError):
 
 
 def run_in_subprocess(
-    recipe_path: str,
+    recipe: Recipe,
     seeds: pd.DataFrame,
     batch: str,
     created_at: str,
     cache_root: Path,
     log=print,
 ) -> tuple[pd.DataFrame, GenerationStats]:
-    """Generate candidates for ``batch`` in a child interpreter; stream its log lines to ``log``."""
+    """Generate candidates for ``batch`` in a child interpreter; stream its log lines to ``log``.
+
+    The child gets the exact validated recipe the parent holds (as JSON, with its hash to check), never a
+    re-read of the YAML that may have been edited since the definitions were loaded.
+    """
     with tempfile.TemporaryDirectory(prefix="synqa-gen-") as tmp:
-        seeds_path, out_path, stats_path = (Path(tmp) / n for n in ("seeds.parquet", "rows.parquet", "stats.json"))
+        seeds_path, out_path, stats_path, recipe_path = (
+            Path(tmp) / n for n in ("seeds.parquet", "rows.parquet", "stats.json", "recipe.json")
+        )
         seeds.to_parquet(seeds_path)
+        recipe_path.write_text(recipe.model_dump_json())
         cmd = [
             sys.executable, "-m", "synqa_dagster.generation.runner",
-            "--recipe", recipe_path, "--seeds", str(seeds_path), "--batch", batch, "--created-at", created_at,
+            "--recipe", str(recipe_path), "--recipe-hash", recipe.content_hash(), "--seeds", str(seeds_path), "--batch", batch, "--created-at", created_at,
             "--cache", str(cache_root), "--out", str(out_path), "--stats", str(stats_path),
         ]
         env = os.environ.copy()
         env.setdefault("PYTHONWARNINGS", "ignore")  # third-party deprecation chatter, not our log
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        # Own session: the watchdog kills distilabel's step workers too, not just the child.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
         timeout = float(os.environ.get("SYNQA_GENERATION_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-        watchdog = threading.Timer(timeout, proc.kill)  # a stalled pipeline must fail the run, not hang it
+        watchdog = threading.Timer(timeout, _kill_group, args=(proc,))  # a stalled pipeline must fail, not hang
         watchdog.daemon = True
         watchdog.start()
         tail: list[str] = []
@@ -72,9 +82,16 @@ def run_in_subprocess(
         return pd.read_parquet(out_path), stats
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("recipe", "seeds", "batch", "created-at", "cache", "out", "stats"):
+    for name in ("recipe", "recipe-hash", "seeds", "batch", "created-at", "cache", "out", "stats"):
         parser.add_argument(f"--{name}", required=True)
     args = parser.parse_args(argv)
 
@@ -83,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     from synqa_dagster.generation.pipeline import generate_candidates
 
     recipe = load_recipe(args.recipe)
+    if recipe.content_hash() != args.recipe_hash:
+        raise SystemExit(f"recipe hash mismatch: child {recipe.content_hash()} != parent {args.recipe_hash}")
     spec = recipe.seed_corpus
     taxonomy = load_taxonomy(recipe.resolved(spec.taxonomy_dir), spec.taxonomy_version)
     seeds = pd.read_parquet(args.seeds)

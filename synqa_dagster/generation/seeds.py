@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pandas as pd
 
-from synqa_dagster.config import Recipe
+from synqa_dagster.config import TEMPLATE_FIELDS, Recipe
 
 
 def stable_int(*parts: object, bits: int = 32) -> int:
@@ -33,11 +34,13 @@ def select_seeds(seeds: pd.DataFrame, batch: str, n: int, salt: int) -> pd.DataF
     return chosen.drop(columns=["_key", "_rank_in_intent"]).sort_values("seed_id").reset_index(drop=True)
 
 
-class _Blank(dict):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(TEMPLATE_FIELDS) + r")\}")
 
 
 def fill_template(template: str, **values: object) -> str:
-    """``str.format_map`` that leaves unknown placeholders alone; values are inserted as plain text."""
-    return template.format_map(_Blank({k: "" if v is None else str(v) for k, v in values.items()}))
+    """Replace the known ``{placeholders}`` (see ``TEMPLATE_FIELDS``); all other text, braces included, stays.
+
+    Values are inserted as plain text in one pass, so a value that itself contains ``{seed_text}`` or format
+    syntax is never expanded again.
+    """
+    return _PLACEHOLDER.sub(lambda m: "" if values.get(m.group(1)) is None else str(values[m.group(1)]), template)
