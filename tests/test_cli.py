@@ -59,3 +59,15 @@ def test_synqa_stale_lists_and_backfill_stale_targets_old_batches(tmp_path):
     assert f"would rebuild 2026-11-04 (recipe 0ld0ld0ld0ld -> {current})" in dry.stdout
     listing = subprocess.run([synqa, "batches"], env=env, capture_output=True, text=True, timeout=120)
     assert "2026-11-04  recipe 0ld0ld0ld0ld  STALE" in listing.stdout and "2026-11-05  recipe " + current + "  current" in listing.stdout
+
+
+def test_cli_rejects_unknown_batches_and_reversed_ranges(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = _env(DAGSTER_HOME=home, SYNQA_STORAGE=tmp_path / "storage", SYNQA_HOME=tmp_path / "synqa_home")
+    synqa = str(VENV_BIN / "synqa")
+    bad = subprocess.run([synqa, "demo", "--batch", "2030-01-01"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown batch '2030-01-01'" in bad.stderr
+    rev = subprocess.run([synqa, "backfill", "2026-11-07", "2026-11-01"], env=env, capture_output=True, text=True, timeout=120)
+    assert rev.returncode == 2 and "empty range" in rev.stderr

@@ -55,3 +55,23 @@ def test_s3_uris_are_a_configuration_change():
     store = TableStore("s3://synqa-bucket/prod")
     assert not store.is_local
     assert store.uri("accepted_dataset", "2026-11-02") == "s3://synqa-bucket/prod/accepted_dataset/batch=2026-11-02/data.parquet"
+
+
+def test_empty_batches_do_not_break_loading_many_batches(tmp_path: Path):
+    from datasets import load_dataset
+
+    store = TableStore(str(tmp_path))
+    store.write("accepted_dataset", "2026-11-01", _frame(3))
+    store.write("accepted_dataset", "2026-11-02", _frame(0))
+    assert store.read("accepted_dataset", "2026-11-02").empty
+    ds = load_dataset("parquet", data_files=str(tmp_path / "accepted_dataset" / "batch=*" / "data.parquet"), split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.num_rows == 3
+
+
+def test_delete_removes_a_batch_and_its_side_files(tmp_path: Path):
+    store = TableStore(str(tmp_path))
+    store.write("contamination_gate", "2026-11-02", _frame(2))
+    store.write_bytes("contamination_gate", "2026-11-02", b"\x89PNG", "drift_chars.png")
+    assert store.delete("contamination_gate", "2026-11-02") is True
+    assert not store.exists("contamination_gate", "2026-11-02") and store.batches("contamination_gate") == []
+    assert store.delete("contamination_gate", "2026-11-02") is False
