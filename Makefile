@@ -4,22 +4,28 @@ export DAGSTER_HOME := $(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-all ui bench bootstrap
+.PHONY: demo test test-all ui review bench bootstrap system-deps
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
+system-deps:              ## PostgreSQL server + Debian chromium/chromedriver for the review tests (no-op when present)
+	@bash scripts/system_deps.sh
+
 demo: bootstrap            ## generate + gate one demo batch end to end, print the summary
 	@.venv/bin/synqa demo
 
-test: bootstrap            ## the default test run (what CI runs)
+test: bootstrap system-deps ## the default test run (what CI runs)
 	@.venv/bin/python -m pytest -q
 
-test-all: bootstrap        ## including slow tests and real-data measurements
+test-all: bootstrap system-deps       ## including slow tests and real-data measurements
 	@.venv/bin/python -m pytest -q -m "slow or not slow"
 
 ui: bootstrap              ## Dagster UI on http://127.0.0.1:3000
 	@.venv/bin/dagster dev -h 127.0.0.1 -p 3000 -m synqa_dagster.definitions
+
+review: bootstrap          ## the review web app on http://127.0.0.1:8765 (add a reviewer: .venv/bin/synqa review add-reviewer NAME)
+	@.venv/bin/synqa review serve --host 127.0.0.1 --port 8765
 
 bench: bootstrap           ## gate throughput and memory at 100k and 500k rows
 	@.venv/bin/python benchmarks/bench_gates.py --rows 100000 500000

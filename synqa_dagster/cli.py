@@ -5,6 +5,10 @@
     synqa stale                      batches built with a recipe other than the current one
     synqa backfill-stale [--dry-run] rebuild those batches (in-process, one run per batch)
     synqa backfill START [END]       materialize a range of batches (in-process)
+    synqa apply-review [--batch KEY] finish a batch after human review (human_review + everything downstream)
+    synqa verify FOLDER              check a handover folder: signature, Merkle root, every row and file
+    synqa audit DATASET --reference REAL --out DIR   run every gate and check on data made elsewhere
+    synqa review serve|add-reviewer|progress|export|import   the human review web app and store
 """
 
 from __future__ import annotations
@@ -147,6 +151,33 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_apply_review(args: argparse.Namespace) -> int:
+    from synqa_dagster.definitions import REVIEW_JOB
+    from synqa_dagster.summary import batch_summary
+
+    defs, job, _, instance = _context(args)
+    review_job = defs.resolve_job_def(REVIEW_JOB)
+    batch = args.batch or job.partitions_def.get_last_partition_key()
+    if batch is None or not job.partitions_def.has_partition_key(batch):
+        print(f"unknown batch {batch!r}: batches are {_batch_range(job.partitions_def)}", file=sys.stderr)
+        return 2
+    result, seconds = run_batch(review_job, instance, batch)
+    print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations()))
+    return 0 if result.success else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from synqa_dagster.lineage.verify import verify_pack
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"not a folder: {folder}", file=sys.stderr)
+        return 2
+    report = verify_pack(folder, trusted_public_key=Path(args.public_key) if args.public_key else None, expected_batch=args.batch)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="synqa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", help="recipe YAML (default recipes/demo.yaml or $SYNQA_RECIPE)")
@@ -164,6 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("start")
     p.add_argument("end", nargs="?")
     p.set_defaults(func=cmd_backfill)
+    p = sub.add_parser("apply-review", help="apply human review decisions to a batch and rebuild what follows")
+    p.add_argument("--batch", help="batch (partition key); default: the newest complete batch")
+    p.set_defaults(func=cmd_apply_review)
+    p = sub.add_parser("verify", help="verify a handover folder (signature, Merkle root, rows, files)")
+    p.add_argument("folder")
+    p.add_argument("--public-key", help="trusted Ed25519 public key (PEM); default: the folder's signing_key.pub")
+    p.add_argument("--batch", help="the batch the folder must hold")
+    p.set_defaults(func=cmd_verify)
+    from synqa_dagster import audit as audit_cli
+    from synqa_dagster.review import cli as review_cli
+
+    audit_cli.configure_parser(sub)
+    review_cli.configure_parser(sub)
     args = parser.parse_args(argv)
     # Relative config paths mean the user's working directory (the CLI later runs from the project root).
     for attr, env in (("recipe", "SYNQA_RECIPE"), ("gates", "SYNQA_GATES")):
@@ -171,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         if value:
             setattr(args, attr, str(Path(value).expanduser().resolve()))
             os.environ[env] = getattr(args, attr)
-    return int(args.func(args) or 0)
+    func = getattr(args, "func", None) or {"audit": audit_cli.run, "review": review_cli.run}[args.command]
+    return int(func(args) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,7 @@ from synqa_dagster.gates.dedup import DedupGateConfig
 from synqa_dagster.gates.quality import QualityGateConfig
 from synqa_dagster.gates.toxicity import ToxicityGateConfig
 from synqa_dagster.paths import DEFAULT_GATES, DEFAULT_RECIPE, resolve_path
+from synqa_dagster.review.sampling import ReviewSamplingConfig
 from synqa_dagster.stats.config import DriftConfig
 
 
@@ -144,6 +145,15 @@ class Techniques(StrictModel):
     magpie: MagpieSpec = MagpieSpec()
 
 
+class CardSpec(StrictModel):
+    """How the dataset presents itself on its card (the Hugging Face front matter of the handover README)."""
+
+    pretty_name: str = "synqa synthetic dataset"
+    license: str = "apache-2.0"
+    task_categories: list[str] = Field(default_factory=lambda: ["text-generation"])
+    summary: str = ""
+
+
 class Recipe(StrictModel):
     """A versioned generation recipe. Its content hash versions every batch built with it.
 
@@ -153,6 +163,7 @@ class Recipe(StrictModel):
         prompt_templates: every prompt used, each with a stable id.
         expansion_factor: responses generated per generated instruction (>1 gives alternatives to gate).
         response_template_id: the system prompt used to answer instructions.
+        card: name, licence and summary printed on the dataset card.
     """
 
     name: str
@@ -165,6 +176,7 @@ class Recipe(StrictModel):
     prompt_templates: list[PromptTemplate]
     response_template_id: str = "response.system.v1"
     expansion_factor: int = Field(1, ge=1, le=8)
+    card: CardSpec = CardSpec()
 
     # Set by load_recipe, excluded from the hash: where the file came from.
     source_path: str | None = Field(None, exclude=True)
@@ -233,6 +245,28 @@ def load_recipe(path: str | Path | None = None) -> Recipe:
     return _load_model(Recipe, path, "SYNQA_RECIPE", DEFAULT_RECIPE, "recipe")
 
 
+class ReviewConfig(StrictModel):
+    """The human review gate: how big a sample, how it is stratified, and what happens while it is pending.
+
+    Attributes:
+        enabled: push a sample and apply decisions (False: ``human_review`` passes every row, "not reviewed").
+        sampling: risk tier -> sampling plan (ISO 2859-1 or zero-acceptance), strata, seed
+            (see :mod:`synqa_dagster.review.sampling`).
+        block_until_complete: True holds the batch (``human_review`` and everything downstream are skipped) until
+            the sample is fully reviewed or the deadline passes; False ships now with the decisions made so far
+            and re-ships when the review completes (the ``review_decisions_sensor`` re-runs the batch's tail).
+        deadline_hours: hours after the batch window closes at which the batch is decided on the decisions made so
+            far (null: no deadline).
+        app_url: where reviewers find the review web app (shown in the Dagster UI).
+    """
+
+    enabled: bool = True
+    sampling: ReviewSamplingConfig = Field(default_factory=ReviewSamplingConfig)
+    block_until_complete: bool = False
+    deadline_hours: float | None = Field(72.0, gt=0)
+    app_url: str = "http://127.0.0.1:8765"
+
+
 class GateConfig(StrictModel):
     """Thresholds and model choices of every gate, in funnel order (one YAML, hashed into the gate assets' version).
 
@@ -241,6 +275,7 @@ class GateConfig(StrictModel):
         quality / dedup / toxicity / contamination: each gate's own pydantic config (see ``synqa_dagster.gates``).
         drift: the drift, diversity and bias checks on the accepted candidates (see ``synqa_dagster.stats``).
         embedding_model_path: sentence-transformers folder for ``candidate_embeddings`` (null = the wheel's MiniLM).
+        review: the human review gate (see :class:`ReviewConfig`).
     """
 
     version: str = "1"
@@ -250,6 +285,7 @@ class GateConfig(StrictModel):
     contamination: ContaminationGateConfig = Field(default_factory=ContaminationGateConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     embedding_model_path: str | None = None
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     source_path: str | None = Field(None, exclude=True)
 

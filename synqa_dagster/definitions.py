@@ -12,22 +12,34 @@ import dagster as dg
 from synqa_dagster.assets.corpus import build_seed_corpus_asset
 from synqa_dagster.assets.gates import build_gate_assets
 from synqa_dagster.assets.generation import build_generation_asset
+from synqa_dagster.assets.handover import build_handover_assets
 from synqa_dagster.assets.outputs import build_output_assets
 from synqa_dagster.assets.reference import build_reference_asset
+from synqa_dagster.assets.review import build_review_assets
 from synqa_dagster.checks.drift import build_drift_checks
 from synqa_dagster.checks.invariants import build_invariant_checks
 from synqa_dagster.checks.toxicity import build_toxicity_checks
 from synqa_dagster.config import load_gate_config, load_recipe
 from synqa_dagster.partitions import batch_partitions
 from synqa_dagster.paths import default_storage_base, resolve_path
-from synqa_dagster.resources import EmbedderResource, ParquetIOManager, ScorerResource, StoreResource
-from synqa_dagster.sensors import build_stale_batches_sensor
+from synqa_dagster.resources import (
+    EmbedderResource, HandoverResource, ParquetIOManager, ReviewStoreResource, ScorerResource, StoreResource,
+)
+from synqa_dagster.sensors import build_review_decisions_sensor, build_stale_batches_sensor
 
 BATCH_JOB = "synqa_batch_job"
+REVIEW_JOB = "synqa_review_job"
 
 
-def build_definitions(recipe_path: str | None = None, gates_path: str | None = None, storage_base: str | None = None) -> dg.Definitions:
-    """Definitions for one recipe + gate config; ``storage_base`` overrides ``$SYNQA_STORAGE``."""
+def build_definitions(
+    recipe_path: str | None = None,
+    gates_path: str | None = None,
+    storage_base: str | None = None,
+    review_store_url: str | None = None,
+    handover_base: str | None = None,
+) -> dg.Definitions:
+    """Definitions for one recipe + gate config; ``storage_base`` overrides ``$SYNQA_STORAGE``,
+    ``review_store_url`` ``$SYNQA_REVIEW_STORE`` and ``handover_base`` ``$SYNQA_HANDOVER``."""
     recipe = load_recipe(recipe_path)
     gates = load_gate_config(gates_path)
     partitions = batch_partitions(recipe.batches)
@@ -35,8 +47,10 @@ def build_definitions(recipe_path: str | None = None, gates_path: str | None = N
         build_seed_corpus_asset(recipe, partitions),
         build_generation_asset(recipe, partitions),
         *build_gate_assets(recipe, gates, partitions),
+        *build_review_assets(recipe, gates, partitions),
         *build_output_assets(recipe, gates, partitions),
         build_reference_asset(gates.drift, recipe),
+        *build_handover_assets(recipe, gates, partitions),
     ]
     checks = [
         *build_toxicity_checks(gates, partitions),
@@ -47,6 +61,12 @@ def build_definitions(recipe_path: str | None = None, gates_path: str | None = N
         BATCH_JOB,
         selection=dg.AssetSelection.assets(*assets) | dg.AssetSelection.checks(*checks),
         description="Generate and gate one batch end to end.",
+        executor_def=dg.in_process_executor,
+    )
+    review_job = dg.define_asset_job(
+        REVIEW_JOB,
+        selection=dg.AssetSelection.assets("human_review").downstream(),
+        description="Finish a batch after human review: apply the decisions and rebuild everything downstream.",
         executor_def=dg.in_process_executor,
     )
     schedule = dg.build_schedule_from_partitioned_job(
@@ -60,14 +80,19 @@ def build_definitions(recipe_path: str | None = None, gates_path: str | None = N
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=[batch_job],
+        jobs=[batch_job, review_job],
         schedules=[schedule],
-        sensors=[build_stale_batches_sensor(BATCH_JOB, recipe.content_hash(), partitions)],
+        sensors=[
+            build_stale_batches_sensor(BATCH_JOB, recipe.content_hash(), partitions),
+            build_review_decisions_sensor(REVIEW_JOB, partitions),
+        ],
         resources={
             "parquet_io_manager": ParquetIOManager(base_path=base),
             "store": StoreResource(base_path=base),
             "embedder": EmbedderResource(model_path=str(resolve_path(gates.embedding_model_path)) if gates.embedding_model_path else None),
             "scorers": ScorerResource(),
+            "review_store": ReviewStoreResource(url=review_store_url or ""),
+            "handover": HandoverResource(base_path=handover_base or ""),
         },
         metadata={"recipe_hash": recipe.content_hash(), "gate_config_hash": gates.content_hash()},
     )

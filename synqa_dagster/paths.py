@@ -31,3 +31,29 @@ def resolve_path(path: str | os.PathLike[str], base: Path = PROJECT_ROOT) -> Pat
     """Resolve a config-relative path against the project root (absolute paths are kept)."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
+
+
+def keys_dir() -> Path:
+    """Where synqa keeps its secrets (``<instance>/keys``, 0700): the embedded-default Ed25519 signing key and the
+    HMAC keys for reviewer ids and review-app sessions. Never inside the handover folder or the repo."""
+    return instance_dir() / "keys"
+
+
+def default_signing_key_path() -> Path:
+    """The embedded default signing key, created on first use (``$SYNQA_SIGNING_KEY`` overrides it)."""
+    return keys_dir() / "signing_ed25519.pem"
+
+
+def reviewer_hmac_key_path() -> Path:
+    """The key of the HMAC that replaces reviewer ids in decisions and lineage."""
+    return keys_dir() / "reviewer_hmac.key"
+
+
+def default_review_store_url() -> str:
+    """The review store: ``$SYNQA_REVIEW_STORE`` (``sqlite:///…`` or ``postgresql://…``), else SQLite in the instance."""
+    return os.environ.get("SYNQA_REVIEW_STORE") or f"sqlite:///{instance_dir() / 'review' / 'review.db'}"
+
+
+def default_handover_base() -> Path:
+    """Where handover folders are written: ``$SYNQA_HANDOVER``, else ``<instance>/handover``."""
+    return Path(os.environ.get("SYNQA_HANDOVER") or instance_dir() / "handover").resolve()

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from synqa_dagster.batches import stale_batches
+from synqa_dagster.resources import ReviewStoreResource
 
 
 def build_stale_batches_sensor(job_name: str, recipe_hash: str, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
@@ -34,3 +35,72 @@ def build_stale_batches_sensor(job_name: str, recipe_hash: str, partitions: dg.P
         ]
 
     return stale_batches_sensor
+
+
+REVIEW_SENSOR = "review_decisions_sensor"
+
+
+def review_run_key(batch: str, sample_version: str, decisions_digest: str, final_reason: str) -> str:
+    """Idempotent run key: one run per batch, sample version and set of decisions that made it final."""
+    return f"review:{batch}:{sample_version}:{decisions_digest[:16]}:{final_reason}"
+
+
+def build_review_decisions_sensor(job_name: str, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
+    """A sensor that watches the review store and finishes batches whose review is done.
+
+    For every batch whose current sample is complete (or whose deadline has passed) it requests one run of
+    ``job_name`` (``human_review`` and everything downstream) for that batch partition; run keys and the cursor
+    make it fire exactly once per completed batch (a decision added later, e.g. after the deadline, gives a new
+    key). On every tick it also records review progress as an ``AssetObservation`` on the batch's
+    ``review_queue`` partition, so the Dagster UI shows how far reviewers are (only when progress changed).
+    """
+
+    @dg.sensor(
+        name=REVIEW_SENSOR,
+        job_name=job_name,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Launches human_review and everything downstream for a batch once its review sample is complete or its "
+            "deadline has passed (once per batch and set of decisions); records review progress on review_queue."
+        ),
+    )
+    def review_decisions_sensor(context: dg.SensorEvaluationContext, review_store: ReviewStoreResource):
+        import datetime as dt
+        import json
+
+        store = review_store.store()
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        now = dt.datetime.now(dt.timezone.utc)
+        runs, events = [], []
+        for progress in store.all_progress():
+            if not partitions.has_partition_key(progress.batch):
+                continue
+            state = f"{progress.sample_version}:{progress.decided}:{progress.decisions_digest[:16]}"
+            seen = cursor.get(progress.batch, {})
+            if seen.get("progress") != state:
+                events.append(dg.AssetObservation(
+                    asset_key="review_queue",
+                    partition=progress.batch,
+                    metadata={
+                        "review_decided": progress.decided, "review_total": progress.total,
+                        "review_accepted": progress.accepted, "review_rejected": progress.rejected,
+                        "review_complete": progress.complete, "sample_version": progress.sample_version,
+                    },
+                ))
+            final = "complete" if progress.complete else (
+                "deadline" if progress.deadline is not None and now >= progress.deadline and progress.total > 0 else None
+            )
+            key = review_run_key(progress.batch, progress.sample_version, progress.decisions_digest, final) if final else None
+            if key and seen.get("launched") != key:
+                runs.append(dg.RunRequest(
+                    run_key=key,
+                    partition_key=progress.batch,
+                    tags={"synqa/reason": f"human review {final}: {progress.decided}/{progress.total} decided"},
+                ))
+            cursor[progress.batch] = {"progress": state, "launched": key or seen.get("launched")}
+        if not runs and not events:
+            return dg.SkipReason("no review progress since the last tick")
+        return dg.SensorResult(run_requests=runs, asset_events=events, cursor=json.dumps(cursor, sort_keys=True))
+
+    return review_decisions_sensor

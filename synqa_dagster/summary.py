@@ -11,7 +11,10 @@ import pandas as pd
 from synqa_dagster.funnel import funnel_table
 from synqa_dagster.storage import TableStore
 
-GATES = {"quality": "quality_gate", "dedup": "dedup_gate", "toxicity": "toxicity_gate", "contamination": "contamination_gate"}
+GATES = {
+    "quality": "quality_gate", "dedup": "dedup_gate", "toxicity": "toxicity_gate", "contamination": "contamination_gate",
+    "human_review": "human_review",
+}
 
 
 def _store(defs: dg.Definitions) -> TableStore:
@@ -65,8 +68,37 @@ def batch_summary(defs: dg.Definitions, batch: str, seconds: float, checks: list
         for row in accepted.head(3).itertuples():
             out.append(f"  [{row.technique}] Q: {_short(row.instruction, 90)}")
             out.append(f"  {'':{len(row.technique) + 2}} A: {_short(row.response, 90)}")
+    out.extend(_review_lines(defs, batch))
+    out.extend(_handover_lines(defs, batch))
     out.append("\nopen the lineage in the Dagster UI: make ui  →  http://127.0.0.1:3000")
     return "\n".join(out)
+
+
+def _review_lines(defs: dg.Definitions, batch: str) -> list[str]:
+    """Where the batch's human review stands and how to do it."""
+    try:
+        progress = defs.resources["review_store"].store().progress(batch)
+    except Exception:  # no sample pushed for this batch (review disabled, or the run stopped before review_queue)
+        return []
+    return [
+        f"\nhuman review: {progress.decided}/{progress.total} sampled rows decided "
+        f"({progress.accepted} accepted, {progress.rejected} rejected){' — complete' if progress.complete else ''}",
+        "  review in the browser: .venv/bin/synqa review add-reviewer YOUR_NAME  (prints a sign-in token), then make review",
+        f"  then apply the decisions: .venv/bin/synqa apply-review --batch {batch}  (or let review_decisions_sensor do it under make ui)",
+    ]
+
+
+def _handover_lines(defs: dg.Definitions, batch: str) -> list[str]:
+    """The batch's handover folder and what `synqa verify` says about it."""
+    from synqa_dagster.lineage.verify import verify_pack
+
+    folder = defs.resources["handover"].base() / f"batch={batch}"
+    if not folder.is_dir():
+        return []
+    report = verify_pack(folder, expected_batch=batch)
+    state = f"OK — {report.row_count} lineage rows, Merkle root {str(report.merkle_root)[:16]}…, key {report.key_id}" if report.ok \
+        else f"{len(report.problems)} PROBLEM(S)"
+    return [f"\nhandover folder: {folder}", f"  synqa verify: {state}", f"  dataset card: {folder / 'README.md'}"]
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -72,3 +72,7 @@ def isolated_instance(tmp_path: Path, monkeypatch):
         (tmp_path / "synqa_home" / "models").symlink_to(models)
     with dg.DagsterInstance.get() as instance:
         yield instance
+
+
+# One real PostgreSQL server per test session, shared by every module that asks for `postgres_url`.
+pytest_plugins = ["tests.postgres_support"]

@@ -51,8 +51,8 @@ def test_the_batch_materializes_every_asset_and_passes_its_checks(batch_run):
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {
         "seed_corpus", "generated_candidates", "quality_gate", "dedup_gate", "toxicity_gate",
-        "candidate_embeddings", "contamination_gate", "reject_log", "accepted_dataset", "dedup_index",
-        "reference_corpus",
+        "candidate_embeddings", "contamination_gate", "review_queue", "human_review", "reject_log",
+        "accepted_dataset", "dedup_index", "reference_corpus", "handover_pack", "dataset_card",
     }
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["every_candidate_accounted_once"] is True
@@ -134,3 +134,165 @@ def test_a_recipe_change_makes_the_batch_stale(batch_run):
     sensor = new_defs.resolve_sensor_def("stale_batches_sensor")
     requests = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=new_defs)).run_requests
     assert [(r.partition_key, r.run_key) for r in requests] == [(BATCH, f"{BATCH}@{new_hash}")]
+
+
+# ------------------------------------------------------------------------------ handover pack (same real batch)
+
+
+def _folder(batch_run) -> Path:
+    return batch_run["tmp"] / "synqa_home" / "handover" / f"batch={BATCH}"
+
+
+def test_the_batch_ends_in_a_handover_folder_that_verifies(batch_run):
+    from synqa_dagster.lineage.verify import verify_pack
+
+    folder = _folder(batch_run)
+    report = verify_pack(folder, expected_batch=BATCH)
+    assert report.ok, report.summary()
+    names = {p.name for p in folder.iterdir()}
+    assert {"README.md", "accepted.jsonl", "rejected.jsonl", "lineage.jsonl", "lineage.proofs.jsonl", "manifest.dsse.json",
+            "signing_key.pub", "recipe.yaml", "gates.yaml", "seed_corpus.json", "review.json", "drift.json", "funnel.png",
+            "funnel.md"} <= names
+    # the configs that ran, byte for byte
+    assert (folder / "recipe.yaml").read_bytes() == Path(batch_run["recipe_path"]).read_bytes()
+    assert (folder / "gates.yaml").read_bytes() == (REPO_ROOT / "gates" / "default.yaml").read_bytes()
+    assert (folder / "funnel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every candidate has a lineage record (rejects too), with every gate and the generator named
+    store: TableStore = batch_run["store"]
+    candidates = store.read("generated_candidates", BATCH)
+    records = [json.loads(line) for line in (folder / "lineage.jsonl").read_text().splitlines()]
+    assert sorted(r["row_id"] for r in records) == sorted(candidates["row_id"])
+    assert all(set(r["gates"]) == {"quality", "dedup", "toxicity", "contamination", "human_review"} for r in records)
+    assert {r["generator"]["version"] for r in records} == set(candidates["generator_version"])
+    # the roll-up card lists the batch
+    rollup = (folder.parent / "README.md").read_text()
+    assert BATCH in rollup
+
+
+def test_the_card_parses_and_states_the_real_numbers_of_its_batch(batch_run):
+    from huggingface_hub import DatasetCard
+
+    folder = _folder(batch_run)
+    store: TableStore = batch_run["store"]
+    accepted = store.read("accepted_dataset", BATCH)
+    rejected = store.read("reject_log", BATCH)
+    card = DatasetCard.load(folder / "README.md")
+    data = card.data.to_dict()
+    assert "synthetic" in data["tags"]
+    lines = (folder / "accepted.jsonl").read_text().splitlines()
+    assert len(lines) == len(accepted)
+    text = card.text
+    manifest = json.loads((folder / "manifest.dsse.json").read_text())
+    import base64
+    statement = json.loads(base64.b64decode(manifest["payload"]))
+    assert statement["predicate"]["merkle_root"] in text and statement["predicate"]["key_id"] in text
+    assert f"{len(accepted)}" in text and f"{len(rejected)}" in text
+    for category, n in rejected["reject_category"].value_counts().items():
+        assert category in text
+    assert "humaneval" in text and "13" in text  # the eval set checked and its n-gram size
+
+
+def test_the_signing_key_never_appears_in_any_written_file(batch_run):
+    key_file = batch_run["tmp"] / "synqa_home" / "keys" / "signing_ed25519.pem"
+    assert key_file.stat().st_mode & 0o077 == 0
+    pem = key_file.read_bytes()
+    body = b"".join(line for line in pem.splitlines() if not line.startswith(b"-----"))
+    from cryptography.hazmat.primitives import serialization
+
+    raw = serialization.load_pem_private_key(pem, None).private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    needles = [body, raw, raw.hex().encode(), __import__("base64").b64encode(raw)]
+    roots = [batch_run["tmp"]]
+    leaked = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and path != key_file and not path.is_symlink():
+                data = path.read_bytes()
+                leaked += [str(path) for n in needles if n in data]
+    assert leaked == []
+
+
+def test_synqa_verify_accepts_the_demo_folder_and_names_an_edited_row(batch_run, tmp_path, capsys):
+    import shutil
+
+    from synqa_dagster.cli import main
+
+    folder = _folder(batch_run)
+    assert main(["verify", str(folder), "--batch", BATCH]) == 0
+    assert "OK" in capsys.readouterr().out.upper()
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    lines = (copy / "accepted.jsonl").read_text().splitlines(keepends=True)
+    row = json.loads(lines[0])
+    lines[0] = lines[0].replace(json.dumps(row["response"])[1:4], json.dumps(row["response"])[1:4][::-1] + "x", 1)
+    (copy / "accepted.jsonl").write_text("".join(lines))
+    assert main(["verify", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert row["row_id"] in out and "accepted.jsonl" in out
+    assert main(["verify", str(tmp_path / "missing")]) == 2
+
+
+# ------------------------------------------------- human review in a real browser, flowing back through the sensor
+
+
+@pytest.mark.browser
+def test_a_reviewer_rejects_a_row_in_the_browser_and_the_decision_changes_what_ships(batch_run):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from synqa_dagster.definitions import REVIEW_JOB
+    from synqa_dagster.lineage.verify import verify_pack
+    from tests.browser_support import chromium_driver, start_review_server
+    from tests.test_review_browser import press, sign_in
+
+    defs, instance, store_tables = batch_run["defs"], batch_run["instance"], batch_run["store"]
+    resource = defs.resources["review_store"]
+    store, reviewer_hash = resource.store(), resource.reviewer_hash()
+    sample = store_tables.read("review_queue", BATCH)
+    assert len(sample) and store.progress(BATCH).total == len(sample)
+    token = store.add_reviewer("alice@example.org")
+    reason = "wrong refund window <script>x</script>"
+    with start_review_server(store, reviewer_hash) as url, chromium_driver() as driver:
+        sign_in(driver, url, token)
+        driver.get(f"{url}/batch/{BATCH}")
+        rejected_id = driver.find_element(By.ID, "row").get_attribute("data-row-id")
+        press(driver, "r", "1", "t", reason, Keys.ESCAPE, Keys.ENTER)  # reject, factual error, reason, submit
+        WebDriverWait(driver, 10).until(lambda d: "notice=recorded" in d.current_url)
+        for _ in range(len(sample) - 1):  # accept the rest of the sample
+            current = driver.find_element(By.ID, "row").get_attribute("data-row-id")
+            press(driver, "a", Keys.ENTER)
+            WebDriverWait(driver, 10).until(
+                lambda d: d.find_elements(By.ID, "complete") or d.find_element(By.ID, "row").get_attribute("data-row-id") != current)
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "complete"))
+    assert store.progress(BATCH).complete
+
+    # The sensor launches the review job for this batch exactly once ...
+    sensor = defs.resolve_sensor_def("review_decisions_sensor")
+    tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, resources={"review_store": resource}))
+    assert [r.partition_key for r in tick.run_requests] == [BATCH]
+    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, resources={"review_store": resource}, cursor=tick.cursor))
+    assert again.run_requests == []
+    # ... and running it (as the daemon would) changes what ships.
+    result = defs.resolve_job_def(REVIEW_JOB).execute_in_process(
+        partition_key=BATCH, instance=instance, tags=tick.run_requests[0].tags, raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    accepted = store_tables.read("accepted_dataset", BATCH)
+    rejects = store_tables.read("reject_log", BATCH).set_index("row_id")
+    assert rejected_id not in set(accepted["row_id"])
+    assert rejects.loc[rejected_id, "gate"] == "human_review"
+    assert rejects.loc[rejected_id, "reject_category"] == "human_factual_error"
+    assert reason in rejects.loc[rejected_id, "reject_reason"]
+    slice_key = sample.set_index("row_id").loc[rejected_id, "slice_key"]
+    if int(sample.set_index("row_id").loc[rejected_id, "acceptance_number"]) == 0:  # one defect > c = 0: slice goes back
+        returned = rejects[rejects["reject_category"] == "returned_to_synthesis"]
+        assert len(returned) and returned["reject_reason"].str.contains(f"slice {slice_key} defect rate 1/").all()
+    folder = _folder(batch_run)
+    report = verify_pack(folder, expected_batch=BATCH)
+    assert report.ok, report.summary()
+    records = {json.loads(l)["row_id"]: json.loads(l) for l in (folder / "lineage.jsonl").read_text().splitlines()}
+    assert records[rejected_id]["review"]["reviewer_id_hashed"] == reviewer_hash("alice@example.org")
+    assert records[rejected_id]["decision"] == "rejected" and records[rejected_id]["rejected_by"] == "human_review"
+    assert "alice@example.org" not in "".join(p.read_text(errors="ignore") for p in folder.iterdir() if p.suffix != ".png")
+    card = (folder / "README.md").read_text()
+    assert "<script>x</script>" not in card  # a reviewer's text is data on the card too

@@ -13,9 +13,15 @@ FUNNEL = [
     ("toxicity_gate", "candidate_embeddings"),
     ("toxicity_gate", "contamination_gate"),
     ("candidate_embeddings", "contamination_gate"),
-    ("contamination_gate", "reject_log"),
-    ("contamination_gate", "accepted_dataset"),
+    ("contamination_gate", "review_queue"),
+    ("review_queue", "human_review"),
+    ("contamination_gate", "human_review"),
+    ("human_review", "reject_log"),
+    ("human_review", "accepted_dataset"),
     ("accepted_dataset", "dedup_index"),
+    ("accepted_dataset", "handover_pack"),
+    ("human_review", "handover_pack"),
+    ("handover_pack", "dataset_card"),
 ]
 # the drift checks on contamination_gate read the reference; accepted_dataset waits for them (blocking)
 
@@ -26,19 +32,23 @@ def test_definitions_load_and_validate():
     assert job.partitions_def is not None
     assert defs.resolve_schedule_def("synqa_batch_schedule").cron_schedule == "30 0 * * *"
     assert defs.resolve_sensor_def("stale_batches_sensor") is not None
+    assert defs.resolve_sensor_def("review_decisions_sensor") is not None
+    review_job = defs.resolve_job_def("synqa_review_job")
+    assert {k.to_user_string() for k in review_job.asset_layer.selected_asset_keys} == {
+        "human_review", "reject_log", "accepted_dataset", "dedup_index", "handover_pack", "dataset_card"}
 
 
 def test_every_asset_has_description_group_kinds_and_the_recipe_version():
     recipe_hash = load_recipe().content_hash()
     gate_hash = load_gate_config().content_hash()
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
-    assert len(specs) == 11
+    assert len(specs) == 15
     for name, spec in specs.items():
-        if name == "reference_corpus":  # one real-traffic baseline shared by every batch: unpartitioned
-            assert spec.partitions_def is None and spec.description
+        if name in ("reference_corpus", "dataset_card"):  # shared across batches: unpartitioned
+            assert spec.partitions_def is None and spec.description and spec.kinds
             continue
         assert spec.description and len(spec.description) > 40, name
-        assert spec.group_name in {"corpus", "generation", "gates", "outputs"}, name
+        assert spec.group_name in {"corpus", "generation", "gates", "review", "outputs", "handover"}, name
         assert spec.kinds, name
         assert spec.partitions_def is not None, name
         assert spec.code_version in (recipe_hash, f"{recipe_hash}.{gate_hash}"), name

@@ -1,6 +1,7 @@
 """The ``generated_candidates`` asset: seeds expanded by the teacher LLM through the distilabel pipeline."""
 
 
+import shutil
 import time
 
 import dagster as dg
@@ -11,12 +12,12 @@ from synqa_dagster.config import Recipe
 from synqa_dagster.generation.runner import run_in_subprocess
 from synqa_dagster.generation.seeds import batch_seed, select_seeds
 from synqa_dagster.paths import instance_dir
-from synqa_dagster.resources import StoreResource
+from synqa_dagster.resources import HandoverResource, StoreResource
 
 #: Per-batch outputs derived from generated_candidates (removed when a batch is regenerated).
 DOWNSTREAM_OUTPUTS = (
     "quality_gate", "dedup_gate", "toxicity_gate", "candidate_embeddings", "contamination_gate",
-    "reject_log", "accepted_dataset", "dedup_index",
+    "review_queue", "human_review", "reject_log", "accepted_dataset", "dedup_index",
 )
 
 
@@ -40,11 +41,17 @@ def build_generation_asset(recipe: Recipe, partitions: dg.PartitionsDefinition) 
         ),
         metadata={"recipe": recipe.name, "recipe_version": recipe.version, "recipe_hash": recipe_hash},
     )
-    def generated_candidates(context: dg.AssetExecutionContext, seed_corpus: pd.DataFrame, store: StoreResource):
+    def generated_candidates(
+        context: dg.AssetExecutionContext, seed_corpus: pd.DataFrame, store: StoreResource, handover: HandoverResource
+    ):
         batch = context.partition_key
         # A regenerated batch invalidates everything built from its previous candidates: remove those outputs
         # so a run that stops early (a blocking check) never leaves a superseded accepted split or dedup index.
         removed = [a for a in DOWNSTREAM_OUTPUTS if store.store.delete(a, batch)]
+        folder = handover.base() / f"batch={batch}"
+        if folder.is_dir():  # the signed handover of the old candidates no longer describes this batch
+            shutil.rmtree(folder)
+            removed.append(f"handover folder {folder}")
         if removed:
             context.log.info(f"batch {batch}: removed previous outputs of {', '.join(removed)}")
         window = context.partition_time_window

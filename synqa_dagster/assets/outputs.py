@@ -30,7 +30,7 @@ def build_output_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
         name="reject_log",
         kinds={"parquet"},
         description=(
-            "Every rejected row of the batch with the gate that rejected it, the exact reason, the score and all "
+            "Every rejected row of the batch (all five gates, human review included) with the gate that rejected it, the exact reason, the score and all "
             "its lineage fields (kept for audit; nothing is deleted)."
         ),
         **common,
@@ -41,13 +41,14 @@ def build_output_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
         dedup_gate: pd.DataFrame,
         toxicity_gate: pd.DataFrame,
         contamination_gate: pd.DataFrame,
+        human_review: pd.DataFrame,
     ):
         started = time.perf_counter()
-        tables = (quality_gate, dedup_gate, toxicity_gate, contamination_gate)
+        tables = (quality_gate, dedup_gate, toxicity_gate, contamination_gate, human_review)
         parts = [rejects(t) for t in tables]
         log = pd.concat([p for p in parts if len(p)] or [parts[0]], ignore_index=True)
         # The same columns in every batch, whichever gates happened to reject something.
-        columns = list(dict.fromkeys(c for t in (*parts, contamination_gate) for c in t.columns if c != "kept"))
+        columns = list(dict.fromkeys(c for t in (*parts, human_review) for c in t.columns if c != "kept"))
         log = log.reindex(columns=columns)
         return dg.Output(
             log,
@@ -63,7 +64,7 @@ def build_output_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
         name="accepted_dataset",
         kinds={"parquet", "huggingface"},
         description=(
-            "The accepted training split of the batch: rows that passed every gate, with their lineage and every "
+            "The accepted training split of the batch: rows that passed every gate and human review, with their lineage and every "
             "gate's score. Loads with pandas, pyarrow and Hugging Face datasets."
         ),
         **common,
@@ -75,12 +76,14 @@ def build_output_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
         dedup_gate: pd.DataFrame,
         toxicity_gate: pd.DataFrame,
         contamination_gate: pd.DataFrame,
+        human_review: pd.DataFrame,
     ):
         started = time.perf_counter()
-        accepted = survivors(contamination_gate)
+        accepted = survivors(human_review)
         funnel = funnel_table(
             len(generated_candidates),
-            {"quality": quality_gate, "dedup": dedup_gate, "toxicity": toxicity_gate, "contamination": contamination_gate},
+            {"quality": quality_gate, "dedup": dedup_gate, "toxicity": toxicity_gate, "contamination": contamination_gate,
+             "human_review": human_review},
         )
         markdown = funnel_markdown(len(generated_candidates), funnel)
         context.log.info("funnel:\n" + markdown)

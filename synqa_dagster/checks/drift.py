@@ -6,7 +6,8 @@ default) stops the batch from reaching the accepted split, and the check's metad
 effect size and threshold is shown as a markdown table, with a real-vs-synthetic histogram per numeric probe
 (inlined as a data-URI image and written as a PNG next to the batch's table through the store).
 
-The statistics live in :mod:`synqa_dagster.stats`; this module only loads, wraps and reports.
+The statistics live in :mod:`synqa_dagster.stats` (one :class:`~synqa_dagster.stats.findings.Finding` per check,
+the same numbers ``synqa audit`` and the dataset card report); this module only loads, wraps and reports.
 """
 
 
@@ -22,12 +23,17 @@ import pandas as pd
 from synqa_dagster.assets.reference import REFERENCE_ASSET
 from synqa_dagster.gates.base import DECISION_COLUMNS, survivors
 from synqa_dagster.resources import EmbedderResource, StoreResource
-from synqa_dagster.stats.bias import coverage_report, identity_report, politeness_skew_report
 from synqa_dagster.stats.config import DriftConfig
-from synqa_dagster.stats.diversity import compare_diversity
+from synqa_dagster.stats.findings import (
+    Finding,
+    coverage_finding,
+    distribution_finding,
+    diversity_finding,
+    identity_finding,
+    politeness_finding,
+    text_column,
+)
 from synqa_dagster.stats.plots import histogram_png, markdown_image
-from synqa_dagster.stats.probes import frame_probes
-from synqa_dagster.stats.tests import compare_probes
 
 CHECKED_ASSET = "contamination_gate"
 RETURNED = "returned_to_synthesis"
@@ -46,11 +52,6 @@ def batch_rows(table: pd.DataFrame) -> pd.DataFrame:
     if all(c in table.columns for c in DECISION_COLUMNS):
         return survivors(table)
     return table.loc[table["kept"].astype(bool)].drop(columns=["kept"]).reset_index(drop=True)
-
-
-def text_column(rows: pd.DataFrame, drift: DriftConfig) -> str:
-    """The synthetic column compared with the reference text (``drift.text_column``, else ``text``)."""
-    return drift.text_column if drift.text_column in rows.columns else "text"
 
 
 def synthetic_embeddings(
@@ -107,12 +108,12 @@ def _verdict(failing: list, severity: str) -> str:
     return RETURNED if severity == "ERROR" else "accepted_with_warning"
 
 
-def _too_few(n: int, drift: DriftConfig, **extra: Any) -> dg.AssetCheckResult:
+def _too_few(finding: Finding, drift: DriftConfig) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=True,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"verdict": "too_few_rows", "rows_batch": n, "min_rows": drift.min_rows, **extra},
-        description=f"only {n} surviving rows (< min_rows {drift.min_rows}): not tested",
+        metadata={"verdict": "too_few_rows", "rows_batch": finding.details["rows_batch"], "min_rows": drift.min_rows},
+        description=f"only {finding.details['rows_batch']} surviving rows (< min_rows {drift.min_rows}): not tested",
     )
 
 
@@ -125,14 +126,10 @@ def drift_result(
     batch: str | None = None,
 ) -> dg.AssetCheckResult:
     """The ``distribution_drift`` result for ``rows`` vs ``reference`` (see module docstring)."""
-    if len(rows) < drift.min_rows:
-        return _too_few(len(rows), drift)
-    ref_vectors = reference_embeddings(reference)
-    use_emb = batch_vectors is not None and ref_vectors is not None
-    ref_probes = frame_probes(reference, "text", ref_vectors if use_emb else None, k=drift.knn, is_reference=True)
-    bat_probes = frame_probes(rows, text_column(rows, drift), batch_vectors if use_emb else None, ref_vectors if use_emb else None, k=drift.knn)
-    report = compare_probes(bat_probes, ref_probes, drift.thresholds(), drift.alpha, drift.categorical_effect, drift.min_expected)
-    failing = report.failing
+    found = distribution_finding(rows, reference, drift, batch_vectors, reference_embeddings(reference))
+    if found.verdict == "too_few_rows":
+        return _too_few(found, drift)
+    table, failing = found.table, found.failing
     metadata: dict[str, Any] = {
         "verdict": _verdict(failing, drift.severities.drift),
         "failing_probes": dg.MetadataValue.json(failing),
@@ -140,13 +137,13 @@ def drift_result(
         "rows_reference": len(reference),
         "alpha_bh": drift.alpha,
         "text_column": text_column(rows, drift),
-        "probes": dg.MetadataValue.md(_md(report.table)),
+        "probes": dg.MetadataValue.md(_md(table)),
     }
     paths = []
-    for _, row in report.table.loc[report.table["test"] == "ks"].iterrows():
+    for _, row in table.loc[table["test"] == "ks"].iterrows():
         probe = row["probe"]
         png = histogram_png(
-            bat_probes.numeric[probe], ref_probes.numeric[probe], probe, drift.histogram_bins,
+            found.batch_probes.numeric[probe], found.reference_probes.numeric[probe], probe, drift.histogram_bins,
             subtitle=f"D={row['effect']:.3f} (max {row['threshold']:.2f}), p_BH={row['p_adjusted']:.2g}",
         )
         metadata[f"histogram_{probe}"] = dg.MetadataValue.md(markdown_image(png, f"{probe}: reference vs batch"))
@@ -164,14 +161,10 @@ def drift_result(
 
 def diversity_result(rows: pd.DataFrame, reference: pd.DataFrame, drift: DriftConfig, batch_vectors: np.ndarray | None) -> dg.AssetCheckResult:
     """The ``diversity_collapse`` result: batch diversity vs size-matched reference subsamples."""
-    if len(rows) < drift.min_rows:
-        return _too_few(len(rows), drift)
-    ref_vectors = reference_embeddings(reference)
-    report = compare_diversity(
-        rows[text_column(rows, drift)].fillna("").astype(str).tolist(), batch_vectors,
-        reference["text"].astype(str).tolist(), ref_vectors, drift.diversity, drift.seed,
-    )
-    failing = report.failing
+    found = diversity_finding(rows, reference, drift, batch_vectors, reference_embeddings(reference))
+    if found.verdict == "too_few_rows":
+        return _too_few(found, drift)
+    failing = found.failing
     return dg.AssetCheckResult(
         passed=not failing,
         severity=_severity(drift.severities.diversity),
@@ -179,8 +172,8 @@ def diversity_result(rows: pd.DataFrame, reference: pd.DataFrame, drift: DriftCo
             "verdict": _verdict(failing, drift.severities.diversity),
             "failing_metrics": dg.MetadataValue.json(failing),
             "rows_batch": len(rows),
-            "metrics": dg.MetadataValue.md(_md(report.table)),
-            **{f"{m}_ratio": float(r) for m, r in zip(report.table["metric"], report.table["ratio"])},
+            "metrics": dg.MetadataValue.md(_md(found.table)),
+            **{f"{m}_ratio": float(r) for m, r in zip(found.table["metric"], found.table["ratio"])},
         },
         description=(f"mode collapse: {', '.join(failing)} below the reference" if failing else "as diverse as the reference"),
     )
@@ -188,45 +181,41 @@ def diversity_result(rows: pd.DataFrame, reference: pd.DataFrame, drift: DriftCo
 
 def identity_result(rows: pd.DataFrame, reference: pd.DataFrame, drift: DriftConfig) -> dg.AssetCheckResult:
     """The ``identity_term_rates`` result: identity-term mention rates per category vs the reference."""
-    if len(rows) < drift.min_rows:
-        return _too_few(len(rows), drift)
-    report = identity_report(rows[text_column(rows, drift)].fillna("").astype(str).tolist(), reference["text"].astype(str).tolist(), drift.bias.identity_max_rate_diff, drift.alpha)
+    found = identity_finding(rows, reference, drift)
+    if found.verdict == "too_few_rows":
+        return _too_few(found, drift)
     return dg.AssetCheckResult(
-        passed=report.passed,
+        passed=found.passed,
         severity=_severity(drift.severities.identity_terms),
-        metadata={"failing_categories": dg.MetadataValue.json(report.failing), "rates": dg.MetadataValue.md(_md(report.table))},
+        metadata={"failing_categories": dg.MetadataValue.json(found.failing), "rates": dg.MetadataValue.md(_md(found.table))},
     )
 
 
 def coverage_result(rows: pd.DataFrame, expected_intents: list[str], drift: DriftConfig) -> dg.AssetCheckResult:
     """The ``intent_coverage`` result: intents expected in the batch with too few accepted rows."""
-    accepted = rows["intent"].astype(str).tolist() if "intent" in rows.columns else []
-    report = coverage_report(accepted, expected_intents, drift.bias.coverage_min_rows)
+    found = coverage_finding(rows, expected_intents, drift)
     return dg.AssetCheckResult(
-        passed=report.passed,
+        passed=found.passed,
         severity=_severity(drift.severities.coverage),
         metadata={
             "scope": drift.bias.coverage_scope,
-            "intents_expected": len(report.table),
-            "intents_under_min": dg.MetadataValue.json(report.failing),
+            "intents_expected": len(found.table),
+            "intents_under_min": dg.MetadataValue.json(found.failing),
             "min_rows": drift.bias.coverage_min_rows,
-            "coverage": dg.MetadataValue.md(_md(report.table.head(60))),
+            "coverage": dg.MetadataValue.md(_md(found.table.head(60))),
         },
     )
 
 
 def politeness_result(rows: pd.DataFrame, reference: pd.DataFrame, drift: DriftConfig) -> dg.AssetCheckResult:
     """The ``politeness_skew`` result: polite-row share vs the reference's."""
-    if len(rows) < drift.min_rows:
-        return _too_few(len(rows), drift)
-    b = frame_probes(rows, text_column(rows, drift)).categorical["tone"]
-    r = frame_probes(reference, "text").categorical["tone"]
-    report = politeness_skew_report(b, r, drift.bias.max_politeness_skew, drift.alpha)
-    polite = report.table.set_index("tone").loc["polite"]
+    found = politeness_finding(rows, reference, drift)
+    if found.verdict == "too_few_rows":
+        return _too_few(found, drift)
     return dg.AssetCheckResult(
-        passed=report.passed,
+        passed=found.passed,
         severity=_severity(drift.severities.politeness),
-        metadata={"polite_skew": float(polite["skew"]), "threshold": drift.bias.max_politeness_skew, "tones": dg.MetadataValue.md(_md(report.table))},
+        metadata={"polite_skew": found.details["polite_skew"], "threshold": drift.bias.max_politeness_skew, "tones": dg.MetadataValue.md(_md(found.table))},
     )
 
 

@@ -1,0 +1,203 @@
+"""The human review gate as assets: ``review_queue`` (draw + push the sample) and ``human_review`` (apply decisions).
+
+``review_queue`` draws the batch's risk-tier-sized, stratified sample from the contamination gate's survivors
+(reproducibly: same batch, seed and rows -> same sample) and pushes it to the review store, where reviewers work
+through it in the review web app (``synqa review serve``). ``human_review`` reads the decisions back and applies
+:class:`~synqa_dagster.gates.human_review.HumanReviewGate`; the ``review_decisions_sensor`` re-runs it (and
+everything downstream) when a batch's sample is complete or its deadline passes.
+"""
+
+
+import datetime as dt
+import time
+
+import dagster as dg
+import pandas as pd
+
+from synqa_dagster.assets.gates import run_gate
+from synqa_dagster.assets.reporting import preview_markdown, table_metadata
+from synqa_dagster.config import GateConfig, Recipe, canonical_hash
+from synqa_dagster.gates.base import survivors
+from synqa_dagster.gates.human_review import HumanReviewGate
+from synqa_dagster.resources import ReviewStoreResource
+from synqa_dagster.review.sampling import SLICE_FRAME_COLUMNS, draw_sample, guarantee_text
+from synqa_dagster.review.store import redact_url
+
+GROUP = "review"
+#: What a reviewer sees of a row, besides its id, slice and position.
+DISPLAY_COLUMNS = [
+    "instruction", "response", "conversation", "text", "seed_id", "seed_text", "technique", "intent", "locale",
+    "prompt_template_id", "generator_id",
+]
+SAMPLE_COLUMNS = ["row_id", "slice_key", "sample_position", "sample_version"]
+
+
+def sample_version(batch: str, sample: pd.DataFrame, slices: pd.DataFrame, versions: dict[str, str]) -> str:
+    """Content id of a drawn sample: changes when the rows, their slices or the plans change."""
+    return canonical_hash(
+        {
+            "batch": batch,
+            "rows": sorted(sample["row_id"].tolist()),
+            "slices": slices.sort_values("slice_key").astype(str).to_dict("records"),
+            **versions,
+        },
+        length=16,
+    )
+
+
+def review_deadline(window_end: dt.datetime, hours: float | None) -> dt.datetime | None:
+    """When a batch is decided on the decisions made so far: ``hours`` after its window closes."""
+    return None if hours is None else window_end.astimezone(dt.timezone.utc) + dt.timedelta(hours=hours)
+
+
+def _progress_metadata(progress) -> dict:
+    return {
+        "review_total": progress.total,
+        "review_decided": progress.decided,
+        "review_accepted": progress.accepted,
+        "review_rejected": progress.rejected,
+        "review_complete": progress.complete,
+        "review_deadline": progress.deadline.isoformat() if progress.deadline else "none",
+    }
+
+
+def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """``review_queue`` and ``human_review`` for one recipe + gate config."""
+    review = gates.review
+    versions = {"recipe_hash": recipe.content_hash(), "gate_config_hash": gates.content_hash()}
+    common = dict(
+        group_name=GROUP,
+        partitions_def=partitions,
+        code_version=f"{versions['recipe_hash']}.{versions['gate_config_hash']}",
+        io_manager_key="parquet_io_manager",
+        owners=["team:synqa"],
+    )
+    tier = review.sampling.risk_tier
+    plan = review.sampling.tiers[tier]
+
+    @dg.asset(
+        name="review_queue",
+        kinds={"python", "sqlite", "parquet"},
+        description=(
+            f"The batch's human-review sample: risk tier '{tier}' ({plan.kind}), stratified by "
+            f"{', '.join(review.sampling.strata)}; each slice is a lot with its own sample size and acceptance "
+            "number. Drawn reproducibly and pushed to the review store; reviewers work through it in the review "
+            f"web app ({review.app_url}). Progress shows as observations on this asset."
+        ),
+        metadata={"risk_tier": tier, "plan": dg.MetadataValue.json(plan.model_dump(mode="json")), "review_app": dg.MetadataValue.url(review.app_url)},
+        **common,
+    )
+    def review_queue(
+        context: dg.AssetExecutionContext,
+        contamination_gate: pd.DataFrame,
+        seed_corpus: pd.DataFrame,
+        review_store: ReviewStoreResource,
+    ):
+        started = time.perf_counter()
+        batch = context.partition_key
+        rows = survivors(contamination_gate)
+        seeds = dict(zip(seed_corpus["seed_id"], seed_corpus["text"])) if len(seed_corpus) else {}
+        rows = rows.assign(seed_text=[seeds.get(s, "") for s in rows["seed_id"]]) if len(rows) else rows.assign(seed_text=pd.Series(dtype=str))
+        if not review.enabled:
+            empty = pd.DataFrame({c: pd.Series(dtype=str) for c in SAMPLE_COLUMNS})
+            return dg.Output(empty, metadata={"review": "disabled in the gate config", **versions})
+        draw = draw_sample(rows, review.sampling, batch)
+        version = sample_version(batch, draw.rows, draw.slices, versions)
+        # Each sampled row carries its slice's plan, so the sample alone says how the slice is judged.
+        plans = draw.slices[[c for c in SLICE_FRAME_COLUMNS if c != "slice_key"] + ["slice_key"]]
+        sample = draw.rows.assign(sample_version=version).merge(plans, on="slice_key", how="left", validate="many_to_one")
+        sample = sample.sort_values("sample_position").reset_index(drop=True)
+        items = sample[SAMPLE_COLUMNS[:3] + [c for c in DISPLAY_COLUMNS if c in sample.columns] + [c for c in sample.columns if c.startswith("score_")]]
+        deadline = review_deadline(context.partition_time_window.end, review.deadline_hours)
+        store = review_store.store()
+        pushed = store.push_sample(batch, version, items, draw.slices, deadline)
+        progress = store.progress(batch)
+        context.log.info(
+            f"review sample {version}: {len(sample)} of {len(rows)} rows in {len(draw.slices)} slices "
+            f"({'pushed' if pushed else 'already in the store'}); {progress.decided}/{progress.total} decided"
+        )
+        return dg.Output(
+            sample[SAMPLE_COLUMNS + [c for c in sample.columns if c not in SAMPLE_COLUMNS]],
+            metadata=table_metadata(
+                sample, ["row_id", "slice_key", "technique", "instruction"], time.perf_counter() - started,
+                lot_rows=len(rows),
+                sample_version=version,
+                slices=dg.MetadataValue.md(preview_markdown(draw.slices, list(draw.slices.columns), rows=100)),
+                guarantee=dg.MetadataValue.md(guarantee_text(plan)),
+                store=redact_url(review_store.resolved_url()),
+                review_app=dg.MetadataValue.url(review.app_url),
+                **_progress_metadata(progress),
+                **versions,
+            ),
+        )
+
+    @dg.asset(
+        name="human_review",
+        kinds={"python", "parquet"},
+        output_required=False,
+        description=(
+            "Gate 5 — human review: rows a reviewer rejected are dropped with the reviewer's reason; a slice whose "
+            "sample defect count exceeds its acceptance number is rejected whole and returned to synthesis. "
+            + ("Holds the batch (skips everything downstream) until the sample is complete or its deadline passes."
+               if review.block_until_complete else
+               "Ships with the decisions made so far; the review_decisions sensor re-runs it when the sample completes.")
+        ),
+        **common,
+    )
+    def human_review(
+        context: dg.AssetExecutionContext,
+        contamination_gate: pd.DataFrame,
+        review_queue: pd.DataFrame,
+        review_store: ReviewStoreResource,
+    ):
+        batch = context.partition_key
+        rows = survivors(contamination_gate)
+        if not review.enabled or not len(review_queue):
+            gate = HumanReviewGate(review.sampling.strata, review_queue, _empty_slices(), _empty_decisions())
+            status = "not reviewed (review disabled)" if not review.enabled else "not reviewed (empty sample)"
+        else:
+            store = review_store.store()
+            progress = store.progress(batch)
+            version = str(review_queue["sample_version"].iloc[0])
+            if progress.sample_version != version:
+                raise dg.Failure(
+                    f"review store holds sample {progress.sample_version} for batch {batch}, but review_queue drew "
+                    f"{version}: re-materialize review_queue for this batch first"
+                )
+            deadline_passed = progress.deadline is not None and dt.datetime.now(dt.timezone.utc) >= progress.deadline
+            if not progress.complete and review.block_until_complete and not deadline_passed:
+                context.log.info(f"awaiting review: {progress.decided}/{progress.total} decided; holding batch {batch}")
+                context.log_event(dg.AssetObservation(
+                    asset_key="human_review", partition=batch,
+                    metadata={"status": "awaiting review", **_progress_metadata(progress)},
+                ))
+                return
+            status = "complete" if progress.complete else ("deadline passed" if deadline_passed else "pending")
+            gate = HumanReviewGate(review.sampling.strata, review_queue, store.slices(batch), store.decisions(batch))
+        output = run_gate(context, gate, rows, versions)
+        table = pd.concat([output.value, gate.review_columns(rows).reset_index(drop=True)], axis=1)
+        metadata = dict(output.metadata)
+        metadata.update(review_status=status, **_verdict_metadata(gate))
+        yield dg.Output(table, metadata=metadata)
+
+    return [review_queue, human_review]
+
+
+def _verdict_metadata(gate: HumanReviewGate) -> dict:
+    """Per-slice verdicts as a markdown table plus the headline counts."""
+    v, d = gate.verdicts, gate.decisions
+    return {
+        "slice_verdicts": dg.MetadataValue.md(preview_markdown(v, list(v.columns), rows=100)),
+        "reviewed": int(len(d)),
+        "defects": int((d["verdict"] == "reject").sum()) if len(d) else 0,
+        "slices_returned_to_synthesis": int(v["rejected"].astype(bool).sum()) if len(v) else 0,
+    }
+
+
+def _empty_slices() -> pd.DataFrame:
+    return pd.DataFrame({"slice_key": pd.Series(dtype=str), "lot_size": pd.Series(dtype=int), "sample_size": pd.Series(dtype=int),
+                         "acceptance_number": pd.Series(dtype=int), "rejection_number": pd.Series(dtype=int)})
+
+
+def _empty_decisions() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=str) for c in ("row_id", "slice_key", "verdict", "reason_category", "reason_text", "reviewer_hmac")})

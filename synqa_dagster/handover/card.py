@@ -1,0 +1,923 @@
+"""The dataset card: :class:`CardFacts` (everything the card states) and its rendering as a Hugging Face README.
+
+:func:`render_card` turns one batch's (or one audit's) facts into ``README.md``: YAML front matter that
+``huggingface_hub.DatasetCard`` parses (pretty_name, license, language, task_categories, size_categories, tags,
+``configs`` pointing at the accepted split and the reject log, and a ``synqa`` block with batches, recipe and
+gate-config hashes, Merkle root and key id), then a body stating composition, real-vs-synthetic share,
+generators, prompt templates, seed corpus, every gate with its thresholds and counts, eval sets, drift /
+diversity / bias findings, human review, known limitations (with the measured figures of
+``docs/measurements/``), lineage, the funnel and the files shipped with their SHA-256. :func:`render_rollup_card`
+renders the dataset-level card across batches.
+
+Nothing is invented: every number comes from the facts; a missing fact is said to be missing. Every string that
+comes from rows or configs (intents, template ids, reasons, eval-set names, paths...) goes through
+:func:`md_escape`, and the front matter is written with ``yaml.safe_dump``, so hostile text stays text. Output is
+deterministic for the same facts (no clock is read).
+
+References:
+    - Hugging Face dataset cards: https://huggingface.co/docs/hub/datasets-cards (metadata fields, size buckets).
+    - Gebru et al. 2021, "Datasheets for Datasets" (what a card should state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+# ------------------------------------------------------------------------------------------- escaping helpers
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|~])")
+_SAFE_CODE = re.compile(r"[A-Za-z0-9._:/=+@,\-]+")
+
+
+def md_escape(value: Any, max_chars: int | None = None) -> str:
+    """``value`` as inert inline markdown text: one line, markdown syntax backslash-escaped, HTML as entities.
+
+    Control characters and newlines become spaces (a value can never start a new block, a table row, a heading
+    or a ``---`` front-matter fence), ``\\ ` * _ { } [ ] ( ) # + - ! | ~`` are backslash-escaped (so ``|``
+    cannot split a table cell) and ``& < >`` become HTML entities (so ``<script>`` is shown, never run).
+    ``max_chars`` truncates (before escaping) with an ellipsis. ``None`` gives an empty string.
+    """
+    text = "" if value is None else str(value)
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    if max_chars is not None and len(text) > max_chars:
+        text = text[: max(1, max_chars - 1)] + "…"
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return html.escape(text, quote=False)
+
+
+def md_code(value: Any) -> str:
+    """``value`` as an inline code span when it is a plain token (hashes, ids, paths: letters, digits and
+    ``. _ : / = + @ , -``), else as :func:`md_escape` text (a code span shows backslashes and entities literally,
+    so it cannot hold escaped hostile text)."""
+    text = "" if value is None else str(value)
+    return f"`{text}`" if _SAFE_CODE.fullmatch(text) else md_escape(text)
+
+
+def md_link_target(path: str) -> str:
+    """A relative link target: percent-encoded so spaces, brackets or quotes in a file name cannot break out."""
+    from urllib.parse import quote
+
+    return quote(str(path), safe="/._-")
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None, escape: bool = True) -> str:
+    """A GitHub-flavoured markdown table; cells are escaped with :func:`md_escape` unless ``escape`` is False
+    (then the caller has escaped them); ``header`` is our own text, written as is. ``align`` is one letter per
+    column: ``l`` or ``r``."""
+    cells = [[md_escape(c) if escape else ("" if c is None else str(c)) for c in row] for row in rows]
+    align = align or "l" * len(header)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def _single_line(value: Any) -> Any:
+    """Front-matter values: strings on one line (no fence can appear), containers recursively."""
+    if isinstance(value, dict):
+        return {str(k): _single_line(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_single_line(v) for v in value]
+    if isinstance(value, str):
+        return " ".join(_CONTROL.sub(" ", value).split())
+    return value
+
+
+def front_matter(data: dict[str, Any]) -> str:
+    """``---``-fenced YAML (``yaml.safe_dump``, single-line strings, key order kept)."""
+    dumped = yaml.safe_dump(_single_line(data), sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=False)
+    return f"---\n{dumped}---\n"
+
+
+# ------------------------------------------------------------------------------------------------- the facts
+
+
+class _Facts(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NamedCount(_Facts):
+    """A name (intent, category...) and how many rows have it."""
+
+    name: str
+    count: int
+
+
+class CompositionFacts(_Facts):
+    """What the accepted rows are made of.
+
+    Attributes:
+        rows: accepted rows.
+        by_technique / by_locale: rows per generation technique / locale.
+        top_intents: the most frequent intents (name, rows), most frequent first.
+        intents: number of distinct intents.
+        by_turns: rows per number of conversation turns (keys are the turn counts as strings).
+    """
+
+    rows: int
+    by_technique: dict[str, int] = Field(default_factory=dict)
+    by_locale: dict[str, int] = Field(default_factory=dict)
+    top_intents: list[NamedCount] = Field(default_factory=list)
+    intents: int = 0
+    by_turns: dict[str, int] = Field(default_factory=dict)
+
+
+class GeneratorFacts(_Facts):
+    """One generator (teacher model) and the sampling it ran with.
+
+    Attributes:
+        generator_id: model id; generator_version: its version (e.g. the GGUF's sha256); sampling: parameters;
+        rows: accepted rows it produced.
+    """
+
+    generator_id: str
+    generator_version: str | None = None
+    sampling: dict[str, Any] = Field(default_factory=dict)
+    rows: int = 0
+
+
+class SourceFacts(_Facts):
+    """A data file used but not shipped (seed corpus, reference sample, audited file).
+
+    Attributes:
+        path: where it was read from; sha256: content hash (any prefix length); rows: rows read;
+        origin: who made it, e.g. ``"ours: written by the synqa team"`` or ``"real: BANKING77 (CC BY 4.0)"``;
+        taxonomy_version: label taxonomy version, where it has labels.
+    """
+
+    path: str
+    sha256: str | None = None
+    rows: int | None = None
+    origin: str = "unknown"
+    taxonomy_version: str | None = None
+
+
+class ReasonCount(_Facts):
+    """Rejections of one category by a gate, with the most common exact reason as an example."""
+
+    category: str
+    count: int
+    example_reason: str | None = None
+
+
+class GateFacts(_Facts):
+    """One gate: thresholds that ran and its accept / reject counts.
+
+    Attributes:
+        name: gate name; thresholds: its settings (flattened ``a.b`` keys allowed); seen / kept / dropped: rows;
+        reasons: dropped rows per category (with an example reason), largest first; notes: facts to add
+        (e.g. ``"embedding check skipped"``).
+    """
+
+    name: str
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+    seen: int
+    kept: int
+    dropped: int
+    reasons: list[ReasonCount] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+class EvalSetFacts(_Facts):
+    """One eval set the contamination gate checked: name, items indexed, where it came from."""
+
+    name: str
+    items: int
+    source: str = ""
+
+
+class ContaminationFacts(_Facts):
+    """The contamination check's targets and settings.
+
+    Attributes:
+        eval_sets: every eval set checked; ngram_size / min_ngram_overlap: the n-gram rule;
+        embedding_check: ``ran``, ``disabled`` or why it was skipped; embedding_threshold / embedding_model: the
+        cosine rule.
+    """
+
+    eval_sets: list[EvalSetFacts] = Field(default_factory=list)
+    ngram_size: int
+    min_ngram_overlap: int = 1
+    embedding_check: str = "ran"
+    embedding_threshold: float | None = None
+    embedding_model: str | None = None
+
+
+class ReviewFacts(_Facts):
+    """Human review of a sample of the accepted rows.
+
+    Attributes:
+        status: ``not_reviewed``, ``pending`` (some reviewed) or ``reviewed`` (sample complete).
+        plan: how the sample was drawn; guarantee: the statement the review supports (its exact text);
+        sample_size: rows drawn for review; reviewed: rows reviewed so far; defects: rows judged defective;
+        slices_returned: slices (e.g. intents) sent back to synthesis because of defects.
+    """
+
+    status: Literal["not_reviewed", "pending", "reviewed"] = "not_reviewed"
+    plan: str | None = None
+    guarantee: str | None = None
+    sample_size: int | None = None
+    reviewed: int = 0
+    defects: int = 0
+    slices_returned: list[str] = Field(default_factory=list)
+
+    @property
+    def defect_rate(self) -> float | None:
+        """Defects / reviewed rows (None before any review)."""
+        return self.defects / self.reviewed if self.reviewed else None
+
+
+class LineageFacts(_Facts):
+    """How the shipped files are bound together and signed.
+
+    Attributes:
+        merkle_root: root hash over the shipped files; leaf_construction: how a leaf hash is built;
+        key_id: id of the signing key; public_key_file / manifest_file / signature_file: files in the folder.
+    """
+
+    merkle_root: str
+    leaf_construction: str
+    key_id: str | None = None
+    public_key_file: str | None = None
+    manifest_file: str | None = None
+    signature_file: str | None = None
+
+
+class FunnelStage(_Facts):
+    """One row of :func:`synqa_dagster.funnel.funnel_table` (the last stage is ``accepted``)."""
+
+    stage: str
+    rows_in: int
+    kept: int
+    dropped: int
+    pass_rate: float
+    dropped_by: str = "-"
+
+
+class FileFacts(_Facts):
+    """A file shipped next to the card: relative path, SHA-256, size, rows (data files) and what it is."""
+
+    path: str
+    sha256: str
+    bytes: int | None = None
+    rows: int | None = None
+    description: str = ""
+
+
+class CardFacts(_Facts):
+    """Everything a dataset card states, for one batch or one audit.
+
+    Attributes:
+        kind: ``dataset`` (synqa generated it) or ``audit`` (externally made data run through the gates).
+        pretty_name, license, summary: identity; license is an SPDX id or ``other`` / ``unknown``.
+        batches: batch keys (one for a batch card); created: a date to print, from the facts (never the clock).
+        recipe_name / recipe_hash / gate_config_hash: the versions that made the rows.
+        languages: ISO 639-1 codes of the rows (from their locales).
+        candidates / accepted / rejected: row counts; seeds: seed rows used (None for audits).
+        composition: what the accepted rows are; generators / prompt_template_ids / response_template_ids.
+        seed_corpus / reference / audited_source: data used but not shipped.
+        gates: every gate in funnel order; contamination: eval sets and rules.
+        drift: :func:`synqa_dagster.stats.findings.drift_findings` output; drift_note: why it is missing or how
+            it was sampled.
+        review: human review; lineage: Merkle root and signature (None = not signed).
+        funnel: the funnel table rows; funnel_image: the PNG's file name.
+        files: files shipped with their hashes; data_files: config name -> file for the ``configs`` block.
+        limitations: extra limitations to state, on top of the standard ones.
+    """
+
+    kind: Literal["dataset", "audit"] = "dataset"
+    pretty_name: str
+    license: str = "unknown"
+    summary: str | None = None
+    batches: list[str] = Field(default_factory=list)
+    created: str | None = None
+    recipe_name: str | None = None
+    recipe_hash: str | None = None
+    gate_config_hash: str
+    languages: list[str] = Field(default_factory=list)
+    candidates: int
+    accepted: int
+    rejected: int
+    seeds: int | None = None
+    composition: CompositionFacts
+    generators: list[GeneratorFacts] = Field(default_factory=list)
+    prompt_template_ids: list[str] = Field(default_factory=list)
+    response_template_ids: list[str] = Field(default_factory=list)
+    seed_corpus: SourceFacts | None = None
+    reference: SourceFacts | None = None
+    audited_source: SourceFacts | None = None
+    gates: list[GateFacts] = Field(default_factory=list)
+    contamination: ContaminationFacts | None = None
+    drift: dict[str, Any] | None = None
+    drift_note: str | None = None
+    review: ReviewFacts = Field(default_factory=ReviewFacts)
+    lineage: LineageFacts | None = None
+    funnel: list[FunnelStage] = Field(default_factory=list)
+    funnel_image: str | None = "funnel.png"
+    files: list[FileFacts] = Field(default_factory=list)
+    data_files: dict[str, str] = Field(default_factory=lambda: {"default": "accepted.jsonl", "rejected": "rejected.jsonl"})
+    limitations: list[str] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------- building the facts
+
+#: Gate settings that tune speed or memory, not decisions: left out of the card.
+PERFORMANCE_SETTINGS = frozenset({
+    "num_workers", "parallel_min_rows", "block_shingles", "docs_per_task", "num_threads", "embedding_chunk_size",
+    "detoxify_batch_size", "device", "language_max_chars", "eval_sets", "allow_download",
+})
+
+#: Hugging Face ``size_categories`` buckets: (exclusive upper bound, tag).
+SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+
+
+def size_category(n: int) -> str:
+    """The Hugging Face ``size_categories`` bucket of ``n`` rows (``n<1K``, ``1K<n<10K``...)."""
+    for bound, tag in SIZE_BUCKETS:
+        if n < bound:
+            return tag
+    return "n>1B" if n < 10_000_000_000 else "n>1T"
+
+
+def languages_from_locales(locales: Iterable[Any]) -> list[str]:
+    """Sorted ISO 639-1 codes from locales such as ``en-GB`` / ``en_US`` / ``de`` (missing values ignored)."""
+    out = set()
+    for loc in locales:
+        if loc is None or (isinstance(loc, float) and math.isnan(loc)):
+            continue
+        code = re.split(r"[-_]", str(loc).strip())[0].lower()
+        if re.fullmatch(r"[a-z]{2,3}", code):
+            out.add(code)
+    return sorted(out)
+
+
+def _counts(series: pd.Series) -> dict[str, int]:
+    vc = series.dropna().astype(str).value_counts()
+    return {str(k): int(v) for k, v in sorted(vc.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def composition_facts(rows: pd.DataFrame, top_intents: int = 10) -> CompositionFacts:
+    """Composition of ``rows`` (the accepted split): technique, locale, intent and turn counts where present."""
+    intents = _counts(rows["intent"]) if "intent" in rows.columns else {}
+    return CompositionFacts(
+        rows=len(rows),
+        by_technique=_counts(rows["technique"]) if "technique" in rows.columns else {},
+        by_locale=_counts(rows["locale"]) if "locale" in rows.columns else {},
+        top_intents=[NamedCount(name=k, count=v) for k, v in list(intents.items())[:top_intents]],
+        intents=len(intents),
+        by_turns=_counts(rows["n_turns"]) if "n_turns" in rows.columns else {},
+    )
+
+
+def generator_facts(rows: pd.DataFrame) -> list[GeneratorFacts]:
+    """One entry per (generator_id, generator_version, sampling) in ``rows``, with its row count."""
+    if "generator_id" not in rows.columns:
+        return []
+    cols = [c for c in ("generator_id", "generator_version", "sampling") if c in rows.columns]
+    keys = rows[cols].astype(str).agg("\x1f".join, axis=1)
+    out = []
+    for key, n in sorted(Counter(keys).items()):
+        parts = dict(zip(cols, key.split("\x1f")))
+        try:
+            sampling = json.loads(parts.get("sampling", "{}"))
+        except json.JSONDecodeError:
+            sampling = {"raw": parts.get("sampling")}
+        out.append(GeneratorFacts(generator_id=parts["generator_id"], generator_version=parts.get("generator_version"),
+                                  sampling=sampling if isinstance(sampling, dict) else {"value": sampling}, rows=int(n)))
+    return out
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def gate_thresholds(config: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """A gate config as flat ``key: value`` settings, without the speed/memory knobs (:data:`PERFORMANCE_SETTINGS`)."""
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
+    out: dict[str, Any] = {}
+    _flatten("", {k: v for k, v in data.items() if k not in PERFORMANCE_SETTINGS}, out)
+    return out
+
+
+def gate_facts(name: str, decisions: pd.DataFrame, thresholds: dict[str, Any], notes: Sequence[str] = ()) -> GateFacts:
+    """Facts of one gate from its decision table (:func:`synqa_dagster.gates.base.decision_table`)."""
+    kept = decisions["kept"].astype(bool)
+    dropped = decisions.loc[~kept]
+    reasons = []
+    if len(dropped):
+        for category, group in dropped.groupby(dropped["reject_category"].astype(str), sort=True):
+            common = group["reject_reason"].dropna().astype(str).value_counts()
+            example = sorted(common.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if len(common) else None
+            reasons.append(ReasonCount(category=str(category), count=len(group), example_reason=example))
+    reasons.sort(key=lambda r: (-r.count, r.category))
+    return GateFacts(name=name, thresholds=thresholds, seen=len(decisions), kept=int(kept.sum()),
+                     dropped=int((~kept).sum()), reasons=reasons, notes=list(notes))
+
+
+def funnel_facts(table: pd.DataFrame) -> list[FunnelStage]:
+    """:class:`FunnelStage` rows from a :func:`synqa_dagster.funnel.funnel_table` table."""
+    return [FunnelStage(stage=str(r.stage), rows_in=int(r.rows_in), kept=int(r.kept), dropped=int(r.dropped),
+                        pass_rate=float(r.pass_rate), dropped_by=str(r.dropped_by)) for r in table.itertuples()]
+
+
+def funnel_frame(stages: Sequence[FunnelStage]) -> pd.DataFrame:
+    """The funnel stages back as a :func:`synqa_dagster.funnel.funnel_table`-shaped table."""
+    return pd.DataFrame([s.model_dump() for s in stages], columns=list(FunnelStage.model_fields))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (read in chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_facts(path: Path, root: Path, rows: int | None = None, description: str = "") -> FileFacts:
+    """:class:`FileFacts` of ``path`` (named relative to ``root``)."""
+    path = Path(path)
+    return FileFacts(path=path.relative_to(root).as_posix(), sha256=sha256_file(path), bytes=path.stat().st_size,
+                     rows=rows, description=description)
+
+
+# ---------------------------------------------------------------------------------------- measured figures
+
+#: Figures measured on this project (``docs/measurements/``), quoted in the limitations, with their conditions.
+MEASURED = {
+    "toxicity_doc": "docs/measurements/toxicity-contamination.md",
+    "drift_doc": "docs/measurements/drift.md",
+    "profanity_threshold": 0.30,
+    "profanity_auc_test": 0.8335,
+    "profanity_precision_test": 0.790,
+    "profanity_recall_test": 0.533,
+    "banking77_benign_dropped": 0.0041,
+    "banking77_worst_intent": "terminate_account 6.1%",
+    "ngram_recall_mixed_edits": "79.6% (GSM8K) – 89.6% (HumanEval)",
+    "gate_recall_bare_mixed_edits": "92.8% (GSM8K) – 93.3% (HumanEval)",
+    "planted_edited_median_cosine": "0.63–0.65",
+    "gsm8k_train_false_positive_rate": 0.00067,
+    "embedding_threshold": 0.88,
+    "drift_false_alarm_n50": 0.03,
+}
+
+
+def _fmt_num(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "n/a"
+        return f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4g}"
+    return str(v)
+
+
+def _pct(num: int, den: int) -> str:
+    return f"{num / den:.1%}" if den else "n/a"
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return _fmt_num(value)
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+
+
+def _yaml_front(facts: CardFacts) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "pretty_name": facts.pretty_name,
+        "license": facts.license,
+        "language": facts.languages,
+        "task_categories": ["text-generation"],
+        "size_categories": [size_category(facts.accepted)],
+        "tags": ["synthetic", "synqa"] if facts.kind == "dataset" else ["synqa", "synqa-audit"],
+    }
+    if facts.kind == "dataset":
+        data["annotations_creators"] = ["machine-generated"]
+    if not data["language"]:
+        del data["language"]  # no locale recorded: say nothing rather than a made-up code
+    data["configs"] = [{"config_name": name, "data_files": [{"split": "train", "path": path}]}
+                       for name, path in facts.data_files.items()]
+    synqa: dict[str, Any] = {"kind": facts.kind}
+    if len(facts.batches) == 1:
+        synqa["batch"] = facts.batches[0]
+    synqa["batches"] = list(facts.batches)
+    synqa.update({
+        "recipe_hash": facts.recipe_hash,
+        "gate_config_hash": facts.gate_config_hash,
+        "merkle_root": facts.lineage.merkle_root if facts.lineage else None,
+        "key_id": facts.lineage.key_id if facts.lineage else None,
+        "candidates": facts.candidates,
+        "accepted": facts.accepted,
+        "rejected": facts.rejected,
+    })
+    data["synqa"] = synqa
+    return data
+
+
+def _kv_list(counts: dict[str, int], total: int) -> str:
+    if not counts:
+        return "not recorded"
+    return ", ".join(f"{md_escape(k)} {v} ({_pct(v, total)})" for k, v in counts.items())
+
+
+def _section_summary(f: CardFacts) -> list[str]:
+    title = md_escape(f.pretty_name)
+    out = [f"# {title}", ""]
+    if f.kind == "audit":
+        src = f.audited_source
+        out += [
+            "> **AUDIT of externally made data.** synqa did not generate these rows: it ran its quality gates and drift "
+            "checks over them in advisory mode. The generator is unknown, and these files carry "
+            + ("a lineage signature (see Lineage)." if f.lineage else "no lineage signature."),
+            "",
+        ]
+        if src is not None:
+            out += [f"Audited file: {md_code(src.path)} ({src.rows if src.rows is not None else 'unknown'} rows, "
+                    f"sha256 {md_code(src.sha256 or 'not recorded')}, origin: {md_escape(src.origin)}).", ""]
+    if f.summary:
+        out += [md_escape(f.summary), ""]
+    batches = ", ".join(f"{md_code(b)}" for b in f.batches) or "none recorded"
+    out += [
+        f"- **Rows:** {f.accepted} accepted of {f.candidates} candidates ({_pct(f.accepted, f.candidates)}); "
+        f"{f.rejected} rejected (see the reject log)",
+        f"- **Batch(es):** {batches}",
+        f"- **Recipe:** {md_escape(f.recipe_name) + ' ' if f.recipe_name else ''}hash {md_code(f.recipe_hash or 'none (not generated by synqa)')}",
+        f"- **Gate config hash:** {md_code(f.gate_config_hash)}",
+        f"- **License:** {md_escape(f.license)}",
+    ]
+    if f.created:
+        out.append(f"- **Created:** {md_escape(f.created)}")
+    return out + [""]
+
+
+def _section_composition(f: CardFacts) -> list[str]:
+    c = f.composition
+    out = ["## Composition", "", f"- **Rows:** {c.rows}", f"- **By technique:** {_kv_list(c.by_technique, c.rows)}",
+           f"- **By locale:** {_kv_list(c.by_locale, c.rows)}",
+           f"- **Languages:** {', '.join(md_escape(x) for x in f.languages) or 'not recorded'}",
+           f"- **Turns per row:** {_kv_list(c.by_turns, c.rows)}"]
+    if c.top_intents:
+        out += [f"- **Intents:** {c.intents} distinct; top {len(c.top_intents)}:", "",
+                md_table(["intent", "rows", "share"], [[i.name, i.count, _pct(i.count, c.rows)] for i in c.top_intents], "lrr")]
+    else:
+        out.append("- **Intents:** not recorded")
+    return out + [""]
+
+
+def _section_origin(f: CardFacts) -> list[str]:
+    out = ["## Real vs synthetic", ""]
+    if f.kind == "dataset":
+        out.append(f"- **Synthetic:** all {f.accepted} accepted rows (100%) were generated by the model(s) listed under "
+                   "Generators; no row of this split is human-written.")
+    else:
+        out.append(f"- **Audited rows:** {f.accepted} accepted of {f.candidates}; they were made outside synqa, so how "
+                   "much of them is synthetic (and by which model) is **unknown** to this card.")
+    for label, src, use in (("Seed corpus", f.seed_corpus, "used only as prompts; none of its rows is shipped"),
+                            ("Reference sample", f.reference, "used only to measure drift; none of its rows is shipped")):
+        if src is None:
+            out.append(f"- **{label}:** none")
+        else:
+            out.append(f"- **{label}:** {src.rows if src.rows is not None else 'unknown'} rows, origin: "
+                       f"{md_escape(src.origin)} — {use}.")
+    return out + [""]
+
+
+def _section_generators(f: CardFacts) -> list[str]:
+    out = ["## Generators and prompts", ""]
+    if f.generators:
+        rows = [[g.generator_id, g.generator_version or "not recorded",
+                 ", ".join(f"{k}={_setting(v)}" for k, v in sorted(g.sampling.items())) or "not recorded", g.rows]
+                for g in f.generators]
+        out += [md_table(["generator", "version", "sampling", "accepted rows"], rows, "lllr"), ""]
+    else:
+        out += ["Generator: **unknown** (not recorded in the data)." if f.kind == "audit" else "Generator: not recorded.", ""]
+    ids = ", ".join(f"{md_code(t)}" for t in f.prompt_template_ids) or "not recorded"
+    rids = ", ".join(f"{md_code(t)}" for t in f.response_template_ids) or "not recorded"
+    out += [f"- **Prompt template ids:** {ids}", f"- **Response template ids:** {rids}", ""]
+    s = f.seed_corpus
+    if s is not None:
+        out += [f"- **Seed corpus:** {md_code(s.path)}, sha256 {md_code(s.sha256 or 'not recorded')}, "
+                f"{s.rows if s.rows is not None else 'unknown'} rows, taxonomy version "
+                f"{md_code(s.taxonomy_version or 'not recorded')}"]
+    r = f.reference
+    if r is not None:
+        out += [f"- **Reference sample:** {md_code(r.path)}, sha256 {md_code(r.sha256 or 'not recorded')}, "
+                f"{r.rows if r.rows is not None else 'unknown'} rows"]
+    return out + [""]
+
+
+def _section_gates(f: CardFacts) -> list[str]:
+    out = ["## Quality gates", "",
+           "Every candidate went through the gates in this order; each gate saw the previous gate's survivors. "
+           "Rejected rows are in the reject log with the gate, category, exact reason and score.", ""]
+    for g in f.gates:
+        out += [f"### {md_escape(g.name)}", "",
+                f"{g.seen} rows in, {g.kept} kept, {g.dropped} rejected ({_pct(g.dropped, g.seen)}).", ""]
+        if g.reasons:
+            rows = [[md_escape(r.category), r.count, md_escape(r.example_reason, 160)] for r in g.reasons]
+            out += [md_table(["category", "rejected", "example reason"], rows, "lrl", escape=False), ""]
+        for note in g.notes:
+            out += [f"- {md_escape(note)}"]
+        if g.notes:
+            out.append("")
+        if g.thresholds:
+            out += ["<details><summary>settings</summary>", "",
+                    md_table(["setting", "value"], [[k, _setting(v)] for k, v in g.thresholds.items()]), "", "</details>", ""]
+    return out
+
+
+def _section_contamination(f: CardFacts) -> list[str]:
+    c = f.contamination
+    out = ["## Eval-set contamination", ""]
+    if c is None:
+        return out + ["Not checked.", ""]
+    if c.eval_sets:
+        out += [md_table(["eval set", "items", "source"], [[e.name, e.items, e.source] for e in c.eval_sets], "lrl"), ""]
+    else:
+        out += ["No eval set was configured.", ""]
+    emb = (f"cosine ≥ {_fmt_num(c.embedding_threshold)} with {md_code(c.embedding_model or 'the configured model')}"
+           if c.embedding_check == "ran" else md_escape(c.embedding_check))
+    out += [f"- **n-gram rule:** a row sharing ≥ {c.min_ngram_overlap} word {c.ngram_size}-gram(s) with an item is rejected",
+            f"- **embedding rule:** {emb}", ""]
+    return out
+
+
+def _probe_rows(probes: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[p.get("name"), p.get("test"), _fmt_num(p.get("statistic")), _fmt_num(p.get("p")), _fmt_num(p.get("p_adj")),
+             f"{p.get('effect_name', '')} {_fmt_num(p.get('effect'))}", _fmt_num(p.get("threshold")),
+             "pass" if p.get("passed") else "FAIL"] for p in probes]
+
+
+def _section_drift(f: CardFacts) -> list[str]:
+    out = ["## Drift, diversity and bias vs the reference", ""]
+    d = f.drift
+    if f.drift_note:
+        out += [md_escape(f.drift_note), ""]
+    if not d:
+        return out + (["Not run."] if not f.drift_note else []) + [""]
+    checks = d.get("checks", {})
+    out += [f"{d.get('rows_batch')} rows (column {md_code(d.get('text_column'))}) vs {d.get('rows_reference')} "
+            f"reference rows; Benjamini–Hochberg false discovery rate {_fmt_num(d.get('alpha'))}. Overall: "
+            f"{md_escape(d.get('summary'))}.", ""]
+    out += [md_table(["check", "result", "severity", "summary"],
+                     [[name, "pass" if c.get("passed") else "FAIL", c.get("severity"), c.get("summary")]
+                      for name, c in checks.items()], "llll"), ""]
+    probes = checks.get("distribution_drift", {}).get("probes")
+    if probes:
+        out += ["**Distribution drift per probe** (a probe fails when its effect exceeds the threshold and p (BH) < alpha):", "",
+                md_table(["probe", "test", "statistic", "p", "p (BH)", "effect", "threshold", "result"], _probe_rows(probes),
+                         "llrrrrrl"), ""]
+    metrics = checks.get("diversity_collapse", {}).get("metrics")
+    if metrics:
+        out += ["**Diversity** (batch vs size-matched reference draws):", "",
+                md_table(["metric", "batch", "reference", "ratio", "min ratio", "result"],
+                         [[m.get("metric"), _fmt_num(m.get("batch")), _fmt_num(m.get("reference")), _fmt_num(m.get("ratio")),
+                           _fmt_num(m.get("min_ratio")), "pass" if m.get("passed") else "FAIL"] for m in metrics], "lrrrrl"), ""]
+    cats = checks.get("identity_term_rates", {}).get("categories")
+    if cats:
+        out += ["**Identity-term mention rates:**", "",
+                md_table(["category", "batch rate", "reference rate", "p (BH)", "result"],
+                         [[c.get("category"), _fmt_num(c.get("batch_rate")), _fmt_num(c.get("reference_rate")),
+                           _fmt_num(c.get("p_adjusted")), "pass" if c.get("passed") else "FAIL"] for c in cats], "lrrrl"), ""]
+    cov = checks.get("intent_coverage", {})
+    if cov.get("failing"):
+        shown = cov["failing"][:20]
+        out += [f"**Intents under the coverage minimum** ({len(cov['failing'])}): "
+                + ", ".join(f"{md_code(i)}" for i in shown) + (" …" if len(cov["failing"]) > 20 else ""), ""]
+    return out
+
+
+def _section_review(f: CardFacts) -> list[str]:
+    r = f.review
+    out = ["## Human review", ""]
+    if r.status == "not_reviewed":
+        out.append("**Not reviewed**: no human has reviewed a sample of these rows.")
+    elif r.status == "pending":
+        out.append(f"**Review pending: {r.reviewed} of {r.sample_size if r.sample_size is not None else 'unknown'}** sampled rows reviewed so far.")
+    else:
+        out.append(f"**Reviewed:** {r.reviewed} of {r.sample_size if r.sample_size is not None else r.reviewed} sampled rows.")
+    if r.plan:
+        out.append(f"- **Plan:** {md_escape(r.plan)}")
+    if r.guarantee:
+        out.append(f"- **Guarantee:** {md_escape(r.guarantee)}")
+    if r.sample_size is not None:
+        out.append(f"- **Sample size:** {r.sample_size}")
+    if r.status != "not_reviewed":
+        rate = r.defect_rate
+        out += [f"- **Reviewed:** {r.reviewed}", f"- **Defects:** {r.defects}",
+                f"- **Defect rate:** {f'{rate:.1%}' if rate is not None else 'n/a'}",
+                "- **Slices returned to synthesis:** " + (", ".join(f"{md_code(s)}" for s in r.slices_returned) or "none")]
+    return out + [""]
+
+
+def _toxicity_limitation(f: CardFacts) -> str:
+    tox = next((g for g in f.gates if g.name.startswith("toxicity")), None)
+    backend = str(tox.thresholds.get("backend", "profanity_check")) if tox else "profanity_check"
+    thr = tox.thresholds.get("profanity_threshold") if tox else None
+    m = MEASURED
+    text = (
+        "**The toxicity scorer has its own biases.** profanity-check (alt-profanity-check) is a lexical linear model "
+        "trained on English web comments: it misses implicit hate, sarcasm and coded language, over-flags reclaimed "
+        "slurs and dialect (e.g. African-American English), and produces identity-term false positives (a row that "
+        "merely names a group can score as toxic)."
+    )
+    if thr is not None and abs(float(thr) - m["profanity_threshold"]) < 1e-9:
+        text += (f" Measured at this threshold ({m['profanity_threshold']:.2f}) on TweetEval offensive test: AUC "
+                 f"{m['profanity_auc_test']:.3f}, precision {m['profanity_precision_test']:.2f}, recall "
+                 f"{m['profanity_recall_test']:.2f} (about half of offensive tweets pass); it drops "
+                 f"{m['banking77_benign_dropped']:.2%} of benign BANKING77 support queries (worst intent "
+                 f"{m['banking77_worst_intent']}) ({m['toxicity_doc']}).")
+    elif thr is not None:
+        text += (f" This run used threshold {_fmt_num(thr)}; the measured figures ({m['toxicity_doc']}) are for "
+                 f"{m['profanity_threshold']:.2f} only.")
+    if backend in ("detoxify", "cascade"):
+        text += (" Detoxify (a Jigsaw-trained transformer) scored some rows; its precision and recall were **not** "
+                 "measured on this project (no checkpoint available offline) and such models are known to over-score "
+                 "identity terms.")
+    return text
+
+
+def _limitations(f: CardFacts) -> list[str]:
+    m = MEASURED
+    items = [_toxicity_limitation(f)]
+    c = f.contamination
+    if c is not None:
+        names = ", ".join(f"{md_code(e.name)}" for e in c.eval_sets) or "none"
+        items.append(
+            f"**Contamination is checked only against the named eval sets** ({names}). Measured ({m['toxicity_doc']}): "
+            f"verbatim leaks are caught 100%; with small edits (typos + word swaps) the n-gram rule catches "
+            f"{m['ngram_recall_mixed_edits']}, the n-gram + embedding rules {m['gate_recall_bare_mixed_edits']} of edited "
+            f"items on their own row; an edited item planted inside a longer row embeds far from the original (median "
+            f"cosine {m['planted_edited_median_cosine']}), so only the n-gram rule can catch it. False positives: "
+            f"{m['gsm8k_train_false_positive_rate']:.3%} of GSM8K train questions vs GSM8K test at cosine "
+            f"{m['embedding_threshold']:.2f}. Paraphrases and translations of eval items are not detected."
+        )
+    items.append(
+        f"**Drift thresholds were calibrated on short English customer-support messages** (BANKING77; false-alarm "
+        f"rate ≤ {m['drift_false_alarm_n50']:.0%} at 50 rows, {m['drift_doc']}); on other domains a failing or passing "
+        "probe is a prompt to look, not a verdict. The identity-term lexicon is small, English-only and counts "
+        "mentions, not offensiveness."
+    )
+    items.append(
+        "**Not verified:** factual accuracy and helpfulness of responses outside the human-reviewed sample; content in "
+        "languages other than English (the quality gate only checks the language label, the toxicity and bias "
+        "screens are English-only); personal data (no PII scan runs); licensing and terms of use of the generator's "
+        "outputs; correctness of code or maths in responses; safety beyond lexical toxicity."
+    )
+    if f.kind == "audit":
+        items.append("**Audit mode:** the generator, prompts and sampling of these rows are unknown; the gates ran in "
+                     "advisory mode (nothing was regenerated), and thresholds tuned for synqa's own rows may not suit them.")
+    items += [md_escape(x) for x in f.limitations]
+    return ["## Known limitations", ""] + [f"- {x}" for x in items] + [""]
+
+
+def _section_lineage(f: CardFacts) -> list[str]:
+    out = ["## Lineage", ""]
+    ln = f.lineage
+    if ln is None:
+        return out + ["**Not signed**: this folder carries no Merkle root or signature; the SHA-256 of each file is "
+                      "listed under Files.", ""]
+    out += [f"- **Merkle root:** {md_code(ln.merkle_root)}",
+            f"- **Leaf construction:** {md_escape(ln.leaf_construction)}",
+            f"- **Key id:** {md_code(ln.key_id or 'none')}",
+            f"- **Public key file:** {md_code(ln.public_key_file or 'none')}",
+            f"- **Manifest file:** {md_code(ln.manifest_file or 'none')}"]
+    if ln.signature_file:
+        out.append(f"- **Signature file:** {md_code(ln.signature_file)}")
+    out += ["", "Verify the folder (hashes, Merkle root and signature) with:", "", "```bash", "synqa verify <folder>", "```", ""]
+    return out
+
+
+def _section_funnel(f: CardFacts) -> list[str]:
+    from synqa_dagster.handover.funnel_chart import funnel_report_markdown
+
+    out = ["## Funnel", ""]
+    if not f.funnel:
+        return out + ["Not recorded.", ""]
+    out += [funnel_report_markdown(funnel_frame(f.funnel), f.seeds)]
+    if f.funnel_image:
+        out += [f"![funnel: rows kept and dropped per stage]({md_link_target(f.funnel_image)})", ""]
+    return out
+
+
+def _section_files(f: CardFacts) -> list[str]:
+    out = ["## Files", ""]
+    if not f.files:
+        return out + ["None listed.", ""]
+    rows = [[x.path, "" if x.rows is None else x.rows, "" if x.bytes is None else x.bytes, x.sha256, x.description]
+            for x in f.files]
+    return out + [md_table(["file", "rows", "bytes", "sha256", "what"], rows, "lrrll"), ""]
+
+
+def render_card(facts: CardFacts) -> str:
+    """The dataset card (``README.md`` text) of one batch or audit: YAML front matter + markdown body.
+
+    Deterministic for the same facts; every row/config-derived string is escaped (see module docstring).
+    """
+    sections = [
+        _section_summary(facts), _section_composition(facts), _section_origin(facts), _section_generators(facts),
+        _section_gates(facts), _section_contamination(facts), _section_drift(facts), _section_review(facts),
+        _limitations(facts), _section_lineage(facts), _section_funnel(facts), _section_files(facts),
+    ]
+    body = "\n".join(line for section in sections for line in section).rstrip() + "\n"
+    return front_matter(_yaml_front(facts)) + "\n" + body
+
+
+def render_rollup_card(
+    batch_facts: Sequence[CardFacts],
+    pretty_name: str,
+    license: str | None = None,
+    batch_dirs: dict[str, str] | None = None,
+    summary: str | None = None,
+) -> str:
+    """The dataset-level card across batches: totals, per-batch table (with each batch's Merkle root) and a
+    ``configs`` block listing every batch's accepted file and reject log.
+
+    Args:
+        batch_facts: one :class:`CardFacts` per batch (each with exactly one batch key).
+        pretty_name / license / summary: of the whole dataset (license defaults to the batches' if they agree).
+        batch_dirs: batch key -> folder holding that batch's files (default: the batch key itself).
+    """
+    if not batch_facts:
+        raise ValueError("render_rollup_card needs at least one batch")
+    facts = sorted(batch_facts, key=lambda b: (b.batches[0] if b.batches else "", b.gate_config_hash))
+    keys = [b.batches[0] if b.batches else f"#{i}" for i, b in enumerate(facts)]
+    dirs = {k: (batch_dirs or {}).get(k, k) for k in keys}
+    licenses = sorted({b.license for b in facts})
+    license = license or (licenses[0] if len(licenses) == 1 else "other")
+    cand, acc, rej = (sum(getattr(b, a) for b in facts) for a in ("candidates", "accepted", "rejected"))
+    langs = sorted({x for b in facts for x in b.languages})
+    data_files = {}
+    for name in facts[0].data_files:
+        data_files[name] = [{"split": "train", "path": [f"{dirs[k]}/{b.data_files.get(name, '')}" for k, b in zip(keys, facts)]}]
+    front: dict[str, Any] = {
+        "pretty_name": pretty_name,
+        "license": license,
+        "language": langs,
+        "task_categories": ["text-generation"],
+        "size_categories": [size_category(acc)],
+        "tags": ["synthetic", "synqa"],
+        "configs": [{"config_name": n, "data_files": d} for n, d in data_files.items()],
+        "synqa": {
+            "kind": "rollup",
+            "batches": keys,
+            "merkle_roots": {k: (b.lineage.merkle_root if b.lineage else None) for k, b in zip(keys, facts)},
+            "candidates": cand, "accepted": acc, "rejected": rej,
+        },
+    }
+    if not langs:
+        del front["language"]
+    techniques: Counter[str] = Counter()
+    categories: Counter[tuple[str, str]] = Counter()
+    for b in facts:
+        techniques.update(b.composition.by_technique)
+        for g in b.gates:
+            for r in g.reasons:
+                categories[(g.name, r.category)] += r.count
+    lines = [f"# {md_escape(pretty_name)}", ""]
+    if summary:
+        lines += [md_escape(summary), ""]
+    lines += [
+        "## Totals", "",
+        f"- **Batches:** {len(facts)}",
+        f"- **Rows:** {acc} accepted of {cand} candidates ({_pct(acc, cand)}); {rej} rejected",
+        f"- **By technique:** {_kv_list(dict(sorted(techniques.items(), key=lambda kv: (-kv[1], kv[0]))), acc)}",
+        f"- **Languages:** {', '.join(md_escape(x) for x in langs) or 'not recorded'}",
+        f"- **Human review:** {sum(b.review.reviewed for b in facts)} rows reviewed, {sum(b.review.defects for b in facts)} defects",
+        "",
+        "## Batches", "",
+        md_table(["batch", "candidates", "accepted", "accept rate", "recipe", "gate config", "merkle root", "key id", "review", "card"],
+                 [[k, b.candidates, b.accepted, _pct(b.accepted, b.candidates), b.recipe_hash or "", b.gate_config_hash,
+                   b.lineage.merkle_root if b.lineage else "not signed", (b.lineage.key_id if b.lineage else None) or "",
+                   b.review.status.replace("_", " "), f"{dirs[k]}/README.md"] for k, b in zip(keys, facts)],
+                 "lrrrllllll"),
+        "",
+        "## Rejections by gate and category (all batches)", "",
+        md_table(["gate", "category", "rejected"], [[g, c, n] for (g, c), n in sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))], "llr")
+        if categories else "None.",
+        "",
+        "Each batch folder holds its own card (thresholds, drift findings, review, limitations) and its signed "
+        "manifest; verify a batch with `synqa verify <batch folder>`.",
+        "",
+    ]
+    return front_matter(front) + "\n" + "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,158 @@
+"""Per-row lineage records and the data rows of a handover folder (Dagster-free).
+
+One lineage record per candidate row — accepted and rejected alike (rejects are kept for audit) — holding what a
+release review needs to trace a row without re-running anything: its seed, technique, generator id and version
+with sampling parameters, prompt template ids, the recipe and gate config hashes, every gate's result and score
+(``not_reached`` after the gate that dropped it), the human review of the row (sampled or not, verdict, reason
+category and the reviewer's keyed HMAC — never a raw reviewer id) and ``content_digests``: the SHA-256 of the
+canonical JSON of each data field, so ``synqa verify`` can tie every row of ``accepted.jsonl`` and
+``rejected.jsonl`` to its signed record and name the field that changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from synqa_dagster.lineage.pack import content_digests
+
+#: Gates in funnel order: name -> the asset holding its decision table.
+GATE_TABLES = {
+    "quality": "quality_gate",
+    "dedup": "dedup_gate",
+    "toxicity": "toxicity_gate",
+    "contamination": "contamination_gate",
+    "human_review": "human_review",
+}
+#: The data fields of a row (what is trained on); each is digested into the row's lineage record.
+DATA_FIELDS = ("instruction", "response", "messages", "text")
+#: Descriptive columns shipped next to the data fields in accepted.jsonl / rejected.jsonl.
+DESCRIPTIVE_FIELDS = ("row_id", "intent", "locale", "technique", "n_turns", "seed_id")
+REJECT_FIELDS = ("gate", "reject_category", "reject_reason", "gate_score")
+
+
+def clean(value: Any) -> Any:
+    """A JSON-able version of a table cell: NaN/NA -> None, numpy scalars -> Python numbers."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str, bytes)):
+        return value.item()
+    return value
+
+
+def _json_field(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return clean(value)
+
+
+def data_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The shipped form of a row: descriptive fields + data fields (``messages`` = the parsed conversation)."""
+    out = {f: clean(row.get(f)) for f in DESCRIPTIVE_FIELDS if f in row}
+    out["instruction"] = clean(row.get("instruction"))
+    out["response"] = clean(row.get("response"))
+    out["messages"] = _json_field(row.get("conversation")) if row.get("conversation") is not None else None
+    out["text"] = clean(row.get("text"))
+    return out
+
+
+def _gate_entries(row_id: str, tables: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, Any]]:
+    entries: dict[str, dict[str, Any]] = {}
+    for gate, table in tables.items():
+        if row_id not in table.index:
+            entries[gate] = {"result": "not_reached", "score": None}
+            continue
+        r = table.loc[row_id]
+        kept = bool(r["kept"])
+        entry = {"result": "kept" if kept else "dropped", "score": clean(r.get(f"score_{gate}"))}
+        if not kept:
+            entry.update(category=clean(r.get("reject_category")), reason=clean(r.get("reject_reason")))
+        entries[gate] = entry
+    return entries
+
+
+def lineage_records(
+    candidates: pd.DataFrame,
+    gate_tables: Mapping[str, pd.DataFrame],
+    *,
+    gate_config_hash: str,
+    seed_corpus_hash: str,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Lineage records for every candidate (sorted by ``row_id``) plus the accepted and rejected data rows.
+
+    Args:
+        candidates: the batch's ``generated_candidates``.
+        gate_tables: gate name -> its stored decision table (:data:`GATE_TABLES` order); ``human_review`` also
+            carries the review columns (``review_sampled``, ``review_verdict``, ``review_reason_category``,
+            ``reviewer_id_hashed``, ``slice_key``).
+        gate_config_hash / seed_corpus_hash: versions that every record names.
+
+    Returns:
+        ``(records, accepted_rows, rejected_rows)``; a data row's ``content_digests`` equal its record's.
+    """
+    indexed = {g: t.set_index("row_id", drop=False) for g, t in gate_tables.items() if len(t)}
+    indexed.update({g: t.set_index("row_id", drop=False) for g, t in gate_tables.items() if not len(t)})
+    review = indexed.get("human_review")
+    records, accepted, rejected = [], [], []
+    for _, row in candidates.sort_values("row_id").iterrows():
+        row_id = str(row["row_id"])
+        gates = _gate_entries(row_id, indexed)
+        dropped = next((g for g, e in gates.items() if e["result"] == "dropped"), None)
+        reviewed = review is not None and row_id in review.index
+        shipped = data_row(row)
+        digests = content_digests(shipped, DATA_FIELDS)
+        record = {
+            "row_id": row_id,
+            "batch": clean(row["batch"]),
+            "decision": "rejected" if dropped or not gates or gates[list(gates)[-1]]["result"] != "kept" else "accepted",
+            "rejected_by": dropped,
+            "seed_id": clean(row["seed_id"]),
+            "intent": clean(row["intent"]),
+            "locale": clean(row["locale"]),
+            "taxonomy_version": clean(row["taxonomy_version"]),
+            "technique": clean(row["technique"]),
+            "n_turns": clean(row["n_turns"]),
+            "generator": {
+                "id": clean(row["generator_id"]),
+                "version": clean(row["generator_version"]),
+                "sampling": _json_field(row["sampling"]),
+            },
+            "prompt_template_id": clean(row["prompt_template_id"]),
+            "response_template_id": clean(row["response_template_id"]),
+            "recipe_hash": clean(row["recipe_hash"]),
+            "gate_config_hash": gate_config_hash,
+            "seed_corpus_hash": seed_corpus_hash,
+            "created_at": clean(row["created_at"]),
+            "gates": gates,
+            "review": {
+                "sampled": bool(review.loc[row_id, "review_sampled"]) if reviewed else False,
+                "slice": clean(review.loc[row_id, "slice_key"]) if reviewed else None,
+                "verdict": clean(review.loc[row_id, "review_verdict"]) if reviewed else None,
+                "reason_category": clean(review.loc[row_id, "review_reason_category"]) if reviewed else None,
+                "reviewer_id_hashed": clean(review.loc[row_id, "reviewer_id_hashed"]) if reviewed else None,
+            },
+            "content_digests": digests,
+        }
+        records.append(record)
+        if record["decision"] == "accepted":
+            accepted.append(shipped)
+        else:
+            table = indexed[dropped] if dropped else None
+            reject = {f: clean(table.loc[row_id, f]) for f in REJECT_FIELDS} if table is not None else {}
+            rejected.append({**{k: shipped[k] for k in DESCRIPTIVE_FIELDS if k in shipped}, **reject,
+                             **{k: shipped[k] for k in DATA_FIELDS}})
+    return records, accepted, rejected

@@ -1,0 +1,57 @@
+"""Resources of the human review gate and the handover pack: the review store and the signing key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from synqa_dagster.paths import default_handover_base, default_review_store_url, default_signing_key_path, reviewer_hmac_key_path
+
+
+class ReviewStoreResource(dg.ConfigurableResource):
+    """The review store the sample is pushed to and decisions are read from.
+
+    Attributes:
+        url: ``sqlite:///path.db`` (embedded default, under the instance folder) or ``postgresql://user@host/db``;
+            empty means ``$SYNQA_REVIEW_STORE`` or the embedded default.
+    """
+
+    url: str = ""
+
+    def resolved_url(self) -> str:
+        return self.url or default_review_store_url()
+
+    def store(self):
+        """An open :class:`synqa_dagster.review.store.ReviewStore` (schema ensured)."""
+        from synqa_dagster.review.store import ReviewStore
+
+        return ReviewStore.from_url(self.resolved_url())
+
+    def reviewer_hash(self):
+        """The keyed HMAC that stands in for a reviewer id everywhere outside the reviewers table."""
+        from synqa_dagster.review.cli import reviewer_hasher
+
+        return reviewer_hasher(reviewer_hmac_key_path())
+
+
+class HandoverResource(dg.ConfigurableResource):
+    """Where handover folders go and which key signs them.
+
+    Attributes:
+        base_path: folder of the per-batch handover folders (``batch=<key>/``) and the dataset roll-up; empty means
+            ``$SYNQA_HANDOVER`` or ``<instance>/handover``.
+        signing_key_path: Ed25519 PKCS8 PEM; empty means ``$SYNQA_SIGNING_KEY`` (a PEM or a path) or the embedded
+            default key, created on first use under ``<instance>/keys`` with owner-only permissions.
+    """
+
+    base_path: str = ""
+    signing_key_path: str = ""
+
+    def base(self) -> Path:
+        return Path(self.base_path).resolve() if self.base_path else default_handover_base()
+
+    def signing_key(self):
+        from synqa_dagster.lineage.keys import load_signing_key
+
+        return load_signing_key(self.signing_key_path or None, default_path=default_signing_key_path())

@@ -1,0 +1,145 @@
+"""``synqa review ...``: serve the review app, register reviewers, show progress, move CSV files.
+
+    synqa review serve [--host 127.0.0.1] [--port 8765] [--store URL]
+    synqa review add-reviewer NAME [--store URL]       prints the reviewer's sign-in token (shown once)
+    synqa review progress [BATCH] [--store URL]
+    synqa review export BATCH PATH [--store URL]       undecided items to a CSV for offline review
+    synqa review import PATH [--store URL]             record the decisions of a filled-in CSV
+
+Store URL: ``--store``, else ``$SYNQA_REVIEW_STORE``, else ``sqlite:///<instance>/review/review.db``.
+Secrets (created on first use): ``<instance>/keys/reviewer_hmac.key`` (pseudonymises reviewer ids in decisions)
+and ``<instance>/keys/review_session.key`` (signs session cookies); ``<instance>`` is
+:func:`synqa_dagster.paths.instance_dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from synqa_dagster.paths import default_review_store_url, keys_dir, reviewer_hmac_key_path
+
+STORE_ENV = "SYNQA_REVIEW_STORE"
+
+
+def default_store_url() -> str:
+    """``$SYNQA_REVIEW_STORE``, else ``sqlite:///<instance>/review/review.db``."""
+    return default_review_store_url()
+
+
+def default_key_paths() -> tuple[Path, Path]:
+    """(reviewer-id HMAC secret, session-cookie secret) under ``<instance>/keys/``."""
+    return reviewer_hmac_key_path(), keys_dir() / "review_session.key"
+
+
+def reviewer_hasher(key_path: Path | None = None) -> Callable[[str], str]:
+    """``reviewer_id -> hmac_id(secret, reviewer_id)`` with the instance's reviewer HMAC secret."""
+    from synqa_dagster.lineage.keys import hmac_id, load_or_create_secret
+
+    secret = load_or_create_secret(Path(key_path or default_key_paths()[0]))
+    return lambda reviewer_id: hmac_id(secret, reviewer_id)
+
+
+def configure_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``review`` command (with its sub-commands) to ``subparsers``; sets ``func=run``."""
+    review = subparsers.add_parser("review", help="human review of sampled rows (web app, reviewers, CSV)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    review.set_defaults(func=run)
+    sub = review.add_subparsers(dest="review_command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text)
+        parser.add_argument("--store", help=f"review store URL (default ${STORE_ENV} or the instance's SQLite file)")
+        return parser
+
+    p = add("serve", "serve the review web app")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
+    p = add("add-reviewer", "register a reviewer (or re-issue their token) and print the token")
+    p.add_argument("name", help="reviewer id used to sign in (stored; decisions only keep its HMAC)")
+    p = add("progress", "review progress of every batch, or one")
+    p.add_argument("batch", nargs="?")
+    p = add("export", "write a batch's undecided items to a CSV file")
+    p.add_argument("batch")
+    p.add_argument("path")
+    p = add("import", "record the decisions of a filled-in CSV file (all or nothing)")
+    p.add_argument("path")
+    return review
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``review`` sub-command in ``args``; returns the exit status (0 ok, 1 failed, 2 bad input)."""
+    from synqa_dagster.review.store import ReviewStore, UnknownBatchError
+
+    url = args.store or default_store_url()
+    command = args.review_command
+    if command == "serve":
+        from synqa_dagster.review.webapp import serve
+
+        print(f"review app on http://{args.host}:{args.port}/ (store {_redacted(url)})", flush=True)
+        serve(url, args.host, args.port, secure_cookies=args.secure_cookies)
+        return 0
+    store = ReviewStore.from_url(url)
+    try:
+        if command == "add-reviewer":
+            token = store.add_reviewer(args.name)
+            print(f"reviewer {args.name}: token (shown once, keep it secret):\n{token}")
+            return 0
+        if command == "progress":
+            return _print_progress(store, args.batch)
+        if command == "export":
+            from synqa_dagster.review.csv_io import export_csv
+
+            count = export_csv(store, args.batch, args.path)
+            print(f"exported {count} undecided items of batch {args.batch} to {args.path}")
+            return 0
+        if command == "import":
+            from synqa_dagster.review.csv_io import import_csv
+
+            result = import_csv(store, args.path, reviewer_hasher())
+            for error in result.errors:
+                print(error, file=sys.stderr)
+            print(f"recorded {result.recorded}, already decided {result.already_decided}, "
+                  f"left blank {result.skipped}, errors {len(result.errors)}")
+            return 1 if result.errors else 0
+    except UnknownBatchError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled review command {command!r}")  # argparse restricts the choices
+
+
+def _print_progress(store, batch: str | None) -> int:
+    progress = [store.progress(batch)] if batch else store.all_progress()
+    if not progress:
+        print("no batch has been sampled for review yet")
+    for p in progress:
+        state = "complete" if p.complete else "in progress"
+        due = f", due {p.deadline:%Y-%m-%d %H:%M} UTC" if p.deadline else ""
+        print(f"{p.batch}: {p.decided}/{p.total} decided ({p.accepted} accepted, {p.rejected} rejected), "
+              f"{state}, sample {p.sample_version}{due}")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    from synqa_dagster.review.store import redact_url
+
+    return redact_url(url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m synqa_dagster.review.cli review ...``)."""
+    parser = argparse.ArgumentParser(prog="synqa")
+    configure_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
