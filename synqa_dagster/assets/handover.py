@@ -21,6 +21,7 @@ from synqa_dagster.gates.eval_sets import load_eval_sets
 from synqa_dagster.handover.batch import BatchInputs, read_card_facts, write_batch_handover
 from synqa_dagster.handover.card import render_rollup_card
 from synqa_dagster.lineage.pack import atomic_write_bytes
+from synqa_dagster.paths import resolve_path
 from synqa_dagster.resources import EmbedderResource, HandoverResource
 from synqa_dagster.review.sampling import SLICE_FRAME_COLUMNS, slice_verdicts
 from synqa_dagster.stats.findings import drift_findings
@@ -84,6 +85,7 @@ def build_handover_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Part
             taxonomy_version=spec.taxonomy_version,
             taxonomy_hash=taxonomy_hash(recipe),
             reference_path=gates.drift.reference_path,
+            reference_hash=file_hash(resolve_path(gates.drift.reference_path)) if gates.drift.reference_path else None,
             reference_rows=len(reference),
             drift=drift,
             eval_set_items=_eval_set_items(gates),

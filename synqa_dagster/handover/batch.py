@@ -59,7 +59,7 @@ class BatchInputs:
             deadline passed / not reviewed...
         recipe / gates: the validated configs (with ``source_path`` = the files that ran).
         seed_corpus_path / seed_corpus_hash / seed_rows / taxonomy_version / taxonomy_hash: the seed corpus.
-        reference_path / reference_rows: the drift reference; drift: drift findings (JSON-able) or None.
+        reference_path / reference_hash / reference_rows: the drift reference; drift: drift findings (JSON-able) or None.
         eval_set_items: eval set name -> item count.
     """
 
@@ -77,6 +77,7 @@ class BatchInputs:
     taxonomy_version: str
     taxonomy_hash: str
     reference_path: str | None
+    reference_hash: str | None
     reference_rows: int | None
     drift: dict[str, Any] | None
     eval_set_items: dict[str, int]
@@ -144,12 +145,13 @@ def card_facts(inputs: BatchInputs, accepted_rows: pd.DataFrame, lineage: Lineag
         rejected=rejected,
         seeds=int(inputs.candidates["seed_id"].nunique()) if len(inputs.candidates) else 0,
         composition=composition_facts(accepted_rows),
-        generators=generator_facts(inputs.candidates),
+        generators=generator_facts(_accepted_candidates(inputs.candidates, accepted_rows)),
         prompt_template_ids=sorted(inputs.candidates["prompt_template_id"].dropna().astype(str).unique()) if len(inputs.candidates) else [],
         response_template_ids=sorted(inputs.candidates["response_template_id"].dropna().astype(str).unique()) if len(inputs.candidates) else [],
         seed_corpus=SourceFacts(path=inputs.seed_corpus_path, sha256=inputs.seed_corpus_hash, rows=inputs.seed_rows,
                                 origin=SEED_ORIGIN, taxonomy_version=inputs.taxonomy_version),
-        reference=SourceFacts(path=inputs.reference_path, rows=inputs.reference_rows, origin=REFERENCE_ORIGIN) if inputs.reference_path else None,
+        reference=SourceFacts(path=inputs.reference_path, sha256=inputs.reference_hash, rows=inputs.reference_rows,
+                              origin=REFERENCE_ORIGIN) if inputs.reference_path else None,
         gates=gate_list,
         contamination=ContaminationFacts(
             eval_sets=[EvalSetFacts(name=s.name, items=inputs.eval_set_items.get(s.name, 0), source=str(s.source)) for s in cont.eval_sets],
@@ -166,6 +168,13 @@ def card_facts(inputs: BatchInputs, accepted_rows: pd.DataFrame, lineage: Lineag
         funnel=funnel_facts(funnel),
         files=[],
     )
+
+
+def _accepted_candidates(candidates: pd.DataFrame, accepted_rows: pd.DataFrame) -> pd.DataFrame:
+    """The generated rows that were accepted (the card's generator table counts accepted rows)."""
+    if not len(accepted_rows):
+        return candidates.iloc[0:0]
+    return candidates.loc[candidates["row_id"].isin(set(accepted_rows["row_id"]))]
 
 
 def write_batch_handover(base: Path, inputs: BatchInputs, key: SigningKey) -> Path:
