@@ -152,6 +152,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_apply_review(args: argparse.Namespace) -> int:
+    import dagster as dg
+
     from synqa_dagster.definitions import REVIEW_JOB
     from synqa_dagster.summary import batch_summary
 
@@ -163,6 +165,10 @@ def cmd_apply_review(args: argparse.Namespace) -> int:
         return 2
     result, seconds = run_batch(review_job, instance, batch)
     print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations()))
+    if result.success and not any(e.asset_key == dg.AssetKey("human_review") for e in result.get_asset_materialization_events()):
+        print(f"\nbatch {batch} is HELD: its review sample is not complete and its deadline has not passed "
+              "(review.block_until_complete); nothing was shipped", file=sys.stderr)
+        return 1
     return 0 if result.success else 1
 
 
@@ -173,7 +179,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"not a folder: {folder}", file=sys.stderr)
         return 2
-    report = verify_pack(folder, trusted_public_key=Path(args.public_key) if args.public_key else None, expected_batch=args.batch)
+    # A batch folder's name says which batch it must hold: a complete pack of another batch copied here fails.
+    expected = args.batch or (folder.resolve().name[len("batch="):] if folder.resolve().name.startswith("batch=") else None)
+    report = verify_pack(folder, trusted_public_key=Path(args.public_key) if args.public_key else None, expected_batch=expected)
     print(report.summary())
     return 0 if report.ok else 1
 

@@ -40,9 +40,19 @@ def build_stale_batches_sensor(job_name: str, recipe_hash: str, partitions: dg.P
 REVIEW_SENSOR = "review_decisions_sensor"
 
 
-def review_run_key(batch: str, sample_version: str, decisions_digest: str, final_reason: str) -> str:
-    """Idempotent run key: one run per batch, sample version and set of decisions that made it final."""
-    return f"review:{batch}:{sample_version}:{decisions_digest[:16]}:{final_reason}"
+def review_run_key(batch: str, sample_version: str, final_reason: str) -> str:
+    """Idempotent run key: at most one run per batch sample when it completes and one when its deadline passes."""
+    return f"review:{batch}:{sample_version}:{final_reason}"
+
+
+IN_FLIGHT = (
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+)
+
+
+def batch_in_flight(instance: dg.DagsterInstance, batch: str) -> bool:
+    """Whether a run for this batch partition is queued or running (the review job must not race it)."""
+    return bool(instance.get_run_ids(dg.RunsFilter(statuses=list(IN_FLIGHT), tags={"dagster/partition": batch}), limit=1))
 
 
 def build_review_decisions_sensor(job_name: str, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
@@ -50,8 +60,8 @@ def build_review_decisions_sensor(job_name: str, partitions: dg.PartitionsDefini
 
     For every batch whose current sample is complete (or whose deadline has passed) it requests one run of
     ``job_name`` (``human_review`` and everything downstream) for that batch partition; run keys and the cursor
-    make it fire exactly once per completed batch (a decision added later, e.g. after the deadline, gives a new
-    key). On every tick it also records review progress as an ``AssetObservation`` on the batch's
+    make it fire exactly once per completed sample (and once at its deadline, if that comes first). A batch with
+    a run still queued or in progress is left for a later tick, so the review job never races the batch run. On every tick it also records review progress as an ``AssetObservation`` on the batch's
     ``review_queue`` partition, so the Dagster UI shows how far reviewers are (only when progress changed).
     """
 
@@ -91,8 +101,10 @@ def build_review_decisions_sensor(job_name: str, partitions: dg.PartitionsDefini
             final = "complete" if progress.complete else (
                 "deadline" if progress.deadline is not None and now >= progress.deadline and progress.total > 0 else None
             )
-            key = review_run_key(progress.batch, progress.sample_version, progress.decisions_digest, final) if final else None
-            if key and seen.get("launched") != key:
+            key = review_run_key(progress.batch, progress.sample_version, final) if final else None
+            if key and seen.get("launched") != key and batch_in_flight(context.instance, progress.batch):
+                key = seen.get("launched")  # try again on a later tick, once the batch's own run has finished
+            elif key and seen.get("launched") != key:
                 runs.append(dg.RunRequest(
                     run_key=key,
                     partition_key=progress.batch,

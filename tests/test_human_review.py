@@ -55,6 +55,7 @@ def test_reviewer_reject_drops_the_row_and_a_slice_over_its_acceptance_number_is
     assert sorted(dropped) == sorted(rows.loc[rows["technique"] == "magpie_single_turn", "row_id"])
     by_id = dict(zip(rows["row_id"], zip(result.category, result.reason)))
     assert by_id[magpie][0] == "human_factual_error" and "wrong amount" in by_id[magpie][1]
+    assert "slice magpie_single_turn defect rate 1/" in by_id[magpie][1], "the slice verdict is on every row of the slice"
     other = next(r for r in dropped if r != magpie)
     n = int(slices.loc["magpie_single_turn", "sample_size"])
     assert by_id[other] == (RETURNED_TO_SYNTHESIS, f"human review: slice magpie_single_turn defect rate 1/{n} > AQL plan 0/{n}")
@@ -124,3 +125,65 @@ def test_sensor_requests_exactly_one_run_per_completed_batch(store_url):
         replay = sensor(_sensor_context(instance, url))
         assert replay.run_requests[0].run_key == done.run_requests[0].run_key
         assert json.loads(done.cursor)["2026-11-20"]["launched"] == done.run_requests[0].run_key
+
+
+def test_the_deadline_counts_from_the_push_when_the_window_is_long_past():
+    import datetime as dt
+
+    from synqa_dagster.assets.review import review_deadline
+
+    utc = dt.timezone.utc
+    window_end = dt.datetime(2026, 11, 2, tzinfo=utc)
+    now = dt.datetime(2026, 11, 21, 12, tzinfo=utc)
+    assert review_deadline(window_end, 72, now) == now + dt.timedelta(hours=72)  # a rebuilt old batch
+    assert review_deadline(now + dt.timedelta(hours=1), 72, now) == now + dt.timedelta(hours=73)  # a fresh batch
+    assert review_deadline(window_end, None, now) is None
+
+
+def test_a_held_batch_materializes_nothing_and_withdraws_what_an_earlier_run_shipped(tmp_path, monkeypatch):
+    """block_until_complete: human_review yields no output (downstream is skipped) and the batch's earlier
+    accepted split, reject log, dedup index and handover folder are removed, so nothing unreviewed ships."""
+    import yaml
+
+    from synqa_dagster.definitions import build_definitions
+    from synqa_dagster.storage import TableStore
+    from tests.conftest import REPO_ROOT
+
+    gates = yaml.safe_load((REPO_ROOT / "gates" / "default.yaml").read_text())
+    gates["review"]["block_until_complete"] = True
+    gates_path = tmp_path / "gates.yaml"
+    gates_path.write_text(yaml.safe_dump(gates))
+    storage, handover, url = tmp_path / "storage", tmp_path / "handover", f"sqlite:///{tmp_path / 'review.db'}"
+    defs = build_definitions(None, str(gates_path), str(storage), url, str(handover))
+    batch = "2026-11-20"
+    rows = batch_rows()
+    tables = TableStore(str(storage))
+    decided = rows.assign(kept=True, gate="contamination", reject_category=pd.Series([None] * len(rows), dtype="string"),
+                          reject_reason=pd.Series([None] * len(rows), dtype="string"), gate_score=float("nan"),
+                          score_contamination=0.1)
+    tables.write("contamination_gate", batch, decided)
+    draw = draw_sample(rows, load_sampling(gates_path), batch)
+    sample = draw.rows.assign(sample_version="v1").merge(draw.slices, on="slice_key")
+    tables.write("review_queue", batch, sample)
+    store = ReviewStore.from_url(url)
+    store.push_sample(batch, "v1", draw.rows[["row_id", "slice_key", "sample_position", "text"]], draw.slices)
+    for old in ("accepted_dataset", "reject_log", "dedup_index", "human_review"):
+        tables.write(old, batch, rows)
+    (handover / f"batch={batch}").mkdir(parents=True)
+    (handover / f"batch={batch}" / "card_facts.json").write_text("{}")
+    with dg.instance_for_test() as instance:
+        job = defs.resolve_job_def("synqa_review_job")
+        result = job.execute_in_process(partition_key=batch, instance=instance, raise_on_error=False)
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        assert not result.get_asset_materialization_events(), "a held batch materializes nothing downstream"
+        for old in ("accepted_dataset", "reject_log", "dedup_index", "human_review"):
+            assert not tables.exists(old, batch), old
+        assert not (handover / f"batch={batch}").exists()
+        observed = instance.fetch_observations(dg.AssetKey("human_review"), limit=1).records
+        assert observed and observed[0].asset_observation.metadata["status"].value == "awaiting review"
+
+
+def load_sampling(gates_path):
+    from synqa_dagster.config import load_gate_config
+
+    return load_gate_config(gates_path).review.sampling

@@ -105,8 +105,11 @@ def test_push_is_idempotent_and_a_new_version_becomes_current(store: ReviewStore
     assert len(store.decisions(BATCH, sample_version="v1")) == 1  # the old version's decision is kept
     assert store.record_decision(BATCH, items.loc[1, "row_id"], sample_version="v1", reviewer_hmac="r1",
                                  verdict="accept", reason_category=None) == "stale_sample"
+    # Pushing v1 again (a reverted recipe change) makes it current again, with its decision.
+    assert store.push_sample(BATCH, "v1", items, slices) is True
+    progress = store.progress(BATCH)
+    assert (progress.sample_version, progress.decided) == ("v1", 1)
     assert store.push_sample(BATCH, "v1", items, slices) is False
-    assert store.progress(BATCH).sample_version == "v2"
 
 
 def test_push_sample_rejects_bad_input_naming_the_field(store: ReviewStore):

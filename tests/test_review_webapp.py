@@ -199,3 +199,24 @@ def test_home_shows_progress_per_batch_and_slice_and_completion(app, store: Revi
     page = client.get(f"/batch/{BATCH}").text
     assert 'id="complete"' in page and 'id="row"' not in page
     assert client.get("/batch/1999-01-01").status_code == 404
+
+
+def test_reissuing_a_token_ends_existing_sessions_and_sessions_expire_from_sign_in(store: ReviewStore, monkeypatch):
+    from synqa_dagster.review.webapp import create_app
+
+    app = create_app(store, reviewer_hash, b"s" * 32, session_max_age=100)
+    client = TestClient(app)
+    sign_in(client, store)
+    assert client.get(f"/batch/{BATCH}", follow_redirects=False).status_code == 200
+    store.add_reviewer("alice")  # a new token for alice revokes the old one, and the session built on it
+    assert client.get(f"/batch/{BATCH}", follow_redirects=False).status_code == 303
+    # an active session still ends max_age after sign-in (page loads do not extend it)
+    import time as _time
+
+    sign_in(client, store)
+    start = _time.time()
+    for offset in (50, 90):
+        monkeypatch.setattr("synqa_dagster.review.webapp.time.time", lambda o=offset: start + o)
+        assert client.get(f"/batch/{BATCH}", follow_redirects=False).status_code == 200
+    monkeypatch.setattr("synqa_dagster.review.webapp.time.time", lambda: start + 120)
+    assert client.get(f"/batch/{BATCH}", follow_redirects=False).status_code == 303

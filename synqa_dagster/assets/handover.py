@@ -6,7 +6,6 @@ and signs the folder) and report the Merkle root, key id, funnel and card in the
 
 
 import base64
-import json
 import time
 
 import dagster as dg
@@ -18,8 +17,7 @@ from synqa_dagster.checks.drift import batch_rows, reference_embeddings, synthet
 from synqa_dagster.config import GateConfig, Recipe
 from synqa_dagster.corpus.seeds import file_hash
 from synqa_dagster.gates.eval_sets import load_eval_sets
-from synqa_dagster.handover.batch import BatchInputs, read_card_facts, write_batch_handover
-from synqa_dagster.handover.card import render_rollup_card
+from synqa_dagster.handover.batch import BatchInputs, read_card_facts, write_batch_handover, write_rollup
 from synqa_dagster.lineage.pack import atomic_write_bytes
 from synqa_dagster.paths import resolve_path
 from synqa_dagster.resources import EmbedderResource, HandoverResource
@@ -127,18 +125,10 @@ def build_handover_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Part
     )
     def dataset_card(context: dg.AssetExecutionContext, handover: HandoverResource) -> dg.MaterializeResult:
         base = handover.base()
-        folders = sorted(p for p in base.glob("batch=*") if (p / "card_facts.json").is_file())
-        if not folders:
+        written = write_rollup(base, recipe.card.pretty_name, recipe.card.license, recipe.card.summary or None)
+        if written is None:
             raise dg.Failure(f"no batch handover folders under {base}: materialize handover_pack first")
-        facts = [read_card_facts(p) for p in folders]
-        text = render_rollup_card(
-            facts, pretty_name=recipe.card.pretty_name, license=recipe.card.license,
-            batch_dirs={f.batches[0]: p.name for f, p in zip(facts, folders)}, summary=recipe.card.summary or None,
-        )
-        atomic_write_bytes(base / "README.md", text.encode("utf-8"))
-        summary = [{"batch": f.batches[0], "accepted": f.accepted, "rejected": f.rejected,
-                    "merkle_root": f.lineage.merkle_root if f.lineage else None} for f in facts]
-        atomic_write_bytes(base / "batches.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+        text, facts = written
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(base / "README.md")),
             "batches": len(facts),

@@ -9,6 +9,7 @@ everything downstream) when a batch's sample is complete or its deadline passes.
 
 
 import datetime as dt
+import shutil
 import time
 
 import dagster as dg
@@ -19,7 +20,8 @@ from synqa_dagster.assets.reporting import preview_markdown, table_metadata
 from synqa_dagster.config import GateConfig, Recipe, canonical_hash
 from synqa_dagster.gates.base import survivors
 from synqa_dagster.gates.human_review import HumanReviewGate
-from synqa_dagster.resources import ReviewStoreResource
+from synqa_dagster.handover.batch import write_rollup
+from synqa_dagster.resources import HandoverResource, ReviewStoreResource, StoreResource
 from synqa_dagster.review.sampling import SLICE_FRAME_COLUMNS, draw_sample, guarantee_text
 from synqa_dagster.review.store import redact_url
 
@@ -32,22 +34,30 @@ DISPLAY_COLUMNS = [
 SAMPLE_COLUMNS = ["row_id", "slice_key", "sample_position", "sample_version"]
 
 
-def sample_version(batch: str, sample: pd.DataFrame, slices: pd.DataFrame, versions: dict[str, str]) -> str:
-    """Content id of a drawn sample: changes when the rows, their slices or the plans change."""
+def sample_version(batch: str, sample: pd.DataFrame, slices: pd.DataFrame, sampling: dict) -> str:
+    """Content id of a drawn sample: the batch, the sampled row ids, each slice's plan and the sampling config.
+
+    Nothing else goes in, so a change elsewhere in the recipe or gate config that leaves the same rows sampled
+    under the same plans keeps the sample — and the decisions already made on it.
+    """
     return canonical_hash(
         {
             "batch": batch,
             "rows": sorted(sample["row_id"].tolist()),
             "slices": slices.sort_values("slice_key").astype(str).to_dict("records"),
-            **versions,
+            "sampling": sampling,
         },
         length=16,
     )
 
 
-def review_deadline(window_end: dt.datetime, hours: float | None) -> dt.datetime | None:
-    """When a batch is decided on the decisions made so far: ``hours`` after its window closes."""
-    return None if hours is None else window_end.astimezone(dt.timezone.utc) + dt.timedelta(hours=hours)
+def review_deadline(window_end: dt.datetime, hours: float | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """When a batch is decided on the decisions made so far: ``hours`` after its window closes or after the
+    sample is pushed, whichever is later (a rebuilt old batch gets the full review time, not a past deadline)."""
+    if hours is None:
+        return None
+    start = max(window_end.astimezone(dt.timezone.utc), now or dt.datetime.now(dt.timezone.utc))
+    return start + dt.timedelta(hours=hours)
 
 
 def _progress_metadata(progress) -> dict:
@@ -102,7 +112,7 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
             empty = pd.DataFrame({c: pd.Series(dtype=str) for c in SAMPLE_COLUMNS})
             return dg.Output(empty, metadata={"review": "disabled in the gate config", **versions})
         draw = draw_sample(rows, review.sampling, batch)
-        version = sample_version(batch, draw.rows, draw.slices, versions)
+        version = sample_version(batch, draw.rows, draw.slices, review.sampling.model_dump(mode="json"))
         # Each sampled row carries its slice's plan, so the sample alone says how the slice is judged.
         plans = draw.slices[[c for c in SLICE_FRAME_COLUMNS if c != "slice_key"] + ["slice_key"]]
         sample = draw.rows.assign(sample_version=version).merge(plans, on="slice_key", how="left", validate="many_to_one")
@@ -149,6 +159,8 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
         contamination_gate: pd.DataFrame,
         review_queue: pd.DataFrame,
         review_store: ReviewStoreResource,
+        store: StoreResource,
+        handover: HandoverResource,
     ):
         batch = context.partition_key
         rows = survivors(contamination_gate)
@@ -156,8 +168,8 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
             gate = HumanReviewGate(review.sampling.strata, review_queue, _empty_slices(), _empty_decisions())
             status = "not reviewed (review disabled)" if not review.enabled else "not reviewed (empty sample)"
         else:
-            store = review_store.store()
-            progress = store.progress(batch)
+            reviews = review_store.store()
+            progress = reviews.progress(batch)
             version = str(review_queue["sample_version"].iloc[0])
             if progress.sample_version != version:
                 raise dg.Failure(
@@ -167,13 +179,16 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
             deadline_passed = progress.deadline is not None and dt.datetime.now(dt.timezone.utc) >= progress.deadline
             if not progress.complete and review.block_until_complete and not deadline_passed:
                 context.log.info(f"awaiting review: {progress.decided}/{progress.total} decided; holding batch {batch}")
+                _withdraw(batch, store, handover, recipe, context)
                 context.log_event(dg.AssetObservation(
                     asset_key="human_review", partition=batch,
                     metadata={"status": "awaiting review", **_progress_metadata(progress)},
                 ))
                 return
             status = "complete" if progress.complete else ("deadline passed" if deadline_passed else "pending")
-            gate = HumanReviewGate(review.sampling.strata, review_queue, store.slices(batch), store.decisions(batch))
+            # the decisions of exactly the sample this run checked (a push in between cannot mix samples)
+            gate = HumanReviewGate(review.sampling.strata, review_queue, reviews.slices(batch),
+                                   reviews.decisions(batch, sample_version=version))
         output = run_gate(context, gate, rows, versions)
         table = pd.concat([output.value, gate.review_columns(rows).reset_index(drop=True)], axis=1)
         metadata = dict(output.metadata)
@@ -181,6 +196,22 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
         yield dg.Output(table, metadata=metadata)
 
     return [review_queue, human_review]
+
+
+#: What a held batch must not keep from an earlier run: it would ship (or feed later batches' dedup) unreviewed.
+HELD_OUTPUTS = ("human_review", "reject_log", "accepted_dataset", "dedup_index")
+
+
+def _withdraw(batch: str, store: StoreResource, handover: HandoverResource, recipe: Recipe, context) -> None:
+    """Remove a held batch's earlier outputs and handover folder, and rewrite the roll-up without it."""
+    removed = [a for a in HELD_OUTPUTS if store.store.delete(a, batch)]
+    folder = handover.base() / f"batch={batch}"
+    if folder.is_dir():
+        shutil.rmtree(folder)
+        removed.append(f"handover folder {folder}")
+        write_rollup(handover.base(), recipe.card.pretty_name, recipe.card.license, recipe.card.summary or None)
+    if removed:
+        context.log.info(f"batch {batch} is held for review: withdrew {', '.join(removed)}")
 
 
 def _verdict_metadata(gate: HumanReviewGate) -> dict:

@@ -54,32 +54,37 @@ class HumanReviewGate(Gate):
         self.verdicts = slice_verdicts(slices, _with_slice(decisions, sample))
 
     def evaluate(self, rows: pd.DataFrame) -> GateResult:
-        """Drop reviewer-rejected rows and every row of a slice over its acceptance number."""
+        """Drop reviewer-rejected rows and every row of a slice over its acceptance number.
+
+        A reviewer-rejected row in a returned slice keeps its reviewer category, and its reason names both the
+        reviewer's finding and the slice verdict, so every row of the slice carries the slice's reason.
+        """
         result = GateResult.all_kept(self.name, len(rows))
-        by_row = self.decisions.set_index("row_id") if len(self.decisions) else None
         verdicts = self.verdicts
+        returned = verdicts.loc[verdicts["rejected"].astype(bool)] if len(verdicts) else verdicts
+        slice_reason = dict(zip(returned["slice_key"], returned["reason"])) if len(returned) else {}
+        slice_rate = {r.slice_key: (r.defects / r.sample_size if r.sample_size else 1.0) for r in returned.itertuples()}
+        keys = slice_keys(rows, self.strata).tolist() if slice_reason else [None] * len(rows)
+        by_row = self.decisions.set_index("row_id") if len(self.decisions) else None
         for i, row_id in enumerate(rows["row_id"]):
-            if by_row is None or row_id not in by_row.index:
-                continue
-            decision = by_row.loc[row_id]
-            result.score[i] = 1.0 if decision["verdict"] == "reject" else 0.0
-            if decision["verdict"] == "reject":
+            decision = by_row.loc[row_id] if by_row is not None and row_id in by_row.index else None
+            slice_note = slice_reason.get(keys[i])
+            if decision is not None:
+                result.score[i] = 1.0 if decision["verdict"] == "reject" else 0.0
+            if decision is not None and decision["verdict"] == "reject":
                 category = str(decision.get("reason_category") or "other")
                 text = str(decision.get("reason_text") or "").strip()
                 reason = f"human review: rejected by a reviewer ({category})" + (f": {text}" if text else "")
-                result.drop(i, f"human_{category}", reason, 1.0)
-        rejected = verdicts.loc[verdicts["rejected"].astype(bool)] if len(verdicts) else verdicts
-        if len(rejected):
-            keys = slice_keys(rows, self.strata)
-            for _, slice_row in rejected.iterrows():
-                rate = slice_row["defects"] / slice_row["sample_size"] if slice_row["sample_size"] else 1.0
-                result.drop_where(keys == slice_row["slice_key"], RETURNED_TO_SYNTHESIS, str(slice_row["reason"]), rate)
+                result.drop(i, f"human_{category}", reason + (f"; {slice_note}" if slice_note else ""), 1.0)
+            elif slice_note:
+                result.drop(i, RETURNED_TO_SYNTHESIS, slice_note, slice_rate[keys[i]])
         result.metrics = {
             "sampled": int(len(self.sample)),
             "reviewed": int(len(self.decisions)),
             "defects": int((self.decisions["verdict"] == "reject").sum()) if len(self.decisions) else 0,
             "slices": int(len(self.slices)),
-            "slices_returned_to_synthesis": int(len(rejected)),
+            "slices_returned_to_synthesis": int(len(returned)),
+            "returned_slices": sorted(slice_reason),
         }
         return result
 

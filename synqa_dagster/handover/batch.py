@@ -101,9 +101,9 @@ def review_facts(inputs: BatchInputs) -> ReviewFacts:
 
     reviewed = table["review_verdict"].notna() if "review_verdict" in table.columns else pd.Series(False, index=table.index)
     defects = int((table.loc[reviewed, "review_verdict"] == "reject").sum()) if len(table) else 0
-    returned = sorted(table.loc[table["reject_category"] == "returned_to_synthesis", "slice_key"].dropna().astype(str).unique())
-    plan = review.sampling.plan
     v = inputs.review_verdicts
+    returned = sorted(v.loc[v["rejected"].astype(bool), "slice_key"].astype(str)) if len(v) else []
+    plan = review.sampling.plan
     per_slice = "; ".join(f"{r.slice_key}: n={r.sample_size}, c={r.acceptance_number}, {r.defects} defect(s) in {r.reviewed}"
                           for r in v.itertuples()) if len(v) else ""
     text = (f"risk tier '{review.sampling.risk_tier}' ({plan.kind}: {json.dumps(plan.model_dump(mode='json'), sort_keys=True)}), "
@@ -257,9 +257,33 @@ def _swap_in(work: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_rollup(base: Path, pretty_name: str, license: str, summary: str | None = None) -> tuple[str, list[CardFacts]] | None:
+    """(Re)write the dataset-level ``README.md`` and ``batches.json`` from every batch folder under ``base``.
+
+    Returns ``(card text, per-batch facts)``, or None when no batch folder is left (the roll-up files are removed
+    then, so they never describe batches that are gone).
+    """
+    from synqa_dagster.handover.card import render_rollup_card
+
+    folders = sorted(p for p in base.glob("batch=*") if (p / "card_facts.json").is_file())
+    if not folders:
+        for name in ("README.md", "batches.json"):
+            (base / name).unlink(missing_ok=True)
+        return None
+    facts = [read_card_facts(p) for p in folders]
+    text = render_rollup_card(facts, pretty_name=pretty_name, license=license,
+                              batch_dirs={f.batches[0]: p.name for f, p in zip(facts, folders)}, summary=summary)
+    atomic_write_bytes(base / "README.md", text.encode("utf-8"))
+    summary_rows = [{"batch": f.batches[0], "accepted": f.accepted, "rejected": f.rejected,
+                     "merkle_root": f.lineage.merkle_root if f.lineage else None,
+                     "key_id": f.lineage.key_id if f.lineage else None} for f in facts]
+    atomic_write_bytes(base / "batches.json", _json(summary_rows))
+    return text, facts
+
+
 def read_card_facts(folder: Path) -> CardFacts:
     """The facts of a written batch folder (for the dataset roll-up)."""
     return CardFacts.model_validate_json((folder / "card_facts.json").read_text(encoding="utf-8"))
 
 
-__all__ = ["BatchInputs", "GATE_TABLES", "card_facts", "read_card_facts", "review_facts", "write_batch_handover"]
+__all__ = ["BatchInputs", "GATE_TABLES", "card_facts", "read_card_facts", "review_facts", "write_batch_handover", "write_rollup"]

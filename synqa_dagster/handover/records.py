@@ -36,25 +36,30 @@ REJECT_FIELDS = ("gate", "reject_category", "reject_reason", "gate_score")
 
 
 def clean(value: Any) -> Any:
-    """A JSON-able version of a table cell: NaN/NA -> None, numpy scalars -> Python numbers."""
+    """A JSON-able version of a table cell: NaN/NA/±inf -> None (also inside lists and dicts), numpy scalars ->
+    Python numbers. Canonical JSON has no non-finite numbers; a gate score of -inf means "no score"."""
     if value is None:
         return None
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     try:
         if pd.isna(value):
             return None
     except (TypeError, ValueError):
         pass
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str, bytes)):
-        return value.item()
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return clean(value.item())
     return value
 
 
 def _json_field(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            return clean(json.loads(value))
         except ValueError:
             return value
     return clean(value)

@@ -196,9 +196,13 @@ def load_signing_key(key_path: str | os.PathLike[str] | None = None, env_var: st
     """
     env_value = os.environ.get(env_var, "").strip() if env_var else ""
     if env_value:
-        if env_value.startswith("-----BEGIN"):
-            return _private_from_pem(env_value.encode("utf-8"), f"${env_var}")
-        return _load_key_file(Path(env_value).expanduser(), f"${env_var} ({env_value})")
+        unquoted = env_value.strip("'\"").strip().replace("\\n", "\n")
+        if "-----BEGIN" in unquoted or "PRIVATE KEY" in unquoted or "\n" in unquoted:
+            # PEM text (possibly quoted, or with literal \n as in .env files). Never echo it: it is the secret.
+            if not unquoted.startswith("-----BEGIN"):
+                raise SigningKeyError(f"${env_var} looks like key material but not a PEM block (value not shown)")
+            return _private_from_pem(unquoted.encode("utf-8"), f"${env_var}")
+        return _load_key_file(Path(unquoted).expanduser(), f"${env_var} ({unquoted})")
     if key_path:
         path = Path(key_path).expanduser()
         return _load_key_file(path, str(path))

@@ -278,9 +278,9 @@ class ReviewStore:
             deadline: when the review is due; a naive datetime is taken as UTC.
 
         Returns:
-            True if stored; False if this (batch, sample_version) was pushed before (nothing changes, even if
-            a newer version has been pushed since). Earlier versions' items and decisions are kept, tagged with
-            their version, but no longer counted.
+            True if stored or made current again; False if this (batch, sample_version) is already the current
+            sample (nothing changes). Pushing an earlier version again makes it current again, with its
+            decisions. Other versions' items and decisions are kept, tagged with their version, but not counted.
 
         Raises:
             ValueError: naming the column and row of invalid input.
@@ -298,7 +298,13 @@ class ReviewStore:
                                 "VALUES (?, ?, ?, ?) ON CONFLICT (batch, sample_version) DO NOTHING",
                                 (batch, sample_version, now, _deadline_iso(deadline)))
             if cursor.rowcount != 1:
-                return False
+                # Pushed before: nothing to store, but it becomes current again (e.g. a reverted recipe change
+                # brings back an earlier sample, whose decisions count again).
+                if self._current_version(tx, batch) == sample_version:
+                    return False
+                tx.execute("UPDATE review_batches SET current_version = ?, updated_at = ? WHERE batch = ?",
+                           (sample_version, now, batch))
+                return True
             tx.executemany("INSERT INTO review_slices (batch, sample_version, slice_key, lot_size, sample_size, "
                            "acceptance_number, rejection_number, plan, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            [(batch, sample_version, *row) for row in slice_rows])
@@ -489,6 +495,12 @@ class ReviewStore:
                        "ON CONFLICT (reviewer_id) DO UPDATE SET token_sha256 = excluded.token_sha256, "
                        "created_at = excluded.created_at", (reviewer_id, _sha256(token), _utcnow_iso()))
         return token
+
+    def token_is_current(self, reviewer_id: str, token_sha256: str) -> bool:
+        """Whether ``token_sha256`` is still ``reviewer_id``'s token (re-issuing a token ends older sessions)."""
+        with self._transaction(write=False) as tx:
+            row = tx.execute("SELECT token_sha256 FROM reviewers WHERE reviewer_id = ?", (reviewer_id,)).fetchone()
+        return row is not None and hmac.compare_digest(str(row[0]).encode("ascii"), str(token_sha256).encode("ascii"))
 
     def reviewer_for_token(self, token: str) -> str | None:
         """The reviewer id whose token is ``token``, or None.

@@ -83,8 +83,9 @@ class SessionSigner:
         return hmac.new(self._secret, b"synqa-review-session\x00" + payload, hashlib.sha256).digest()
 
     def dumps(self, data: dict) -> str:
-        """Encode and sign ``data`` (JSON-serialisable); adds the issue time ``iat``."""
-        payload = _b64(json.dumps({**data, "iat": int(time.time())}, separators=(",", ":")).encode("utf-8"))
+        """Encode and sign ``data`` (JSON-serialisable); adds the issue time ``iat`` unless ``data`` carries one
+        (a session keeps its sign-in time, so it expires ``max_age`` after sign-in however active it is)."""
+        payload = _b64(json.dumps({"iat": int(time.time()), **data}, separators=(",", ":")).encode("utf-8"))
         return f"{payload.decode('ascii')}.{_b64(self._sign(payload)).decode('ascii')}"
 
     def loads(self, value: str | None) -> dict | None:
@@ -173,7 +174,8 @@ def create_app(store: ReviewStore, reviewer_hash: Callable[[str], str], session_
         session = signer.loads(request.cookies.get(COOKIE_NAME))
         if session is None or not isinstance(session.get("csrf"), str):
             session = {"csrf": secrets.token_urlsafe(32)}
-        session.pop("iat", None)
+        if session.get("reviewer") and not store.token_is_current(str(session["reviewer"]), str(session.get("tok", ""))):
+            session = {"csrf": secrets.token_urlsafe(32)}  # the token was re-issued or revoked: signed out
         return session
 
     async def read_form(request: Request, session: dict) -> Any:
@@ -204,7 +206,8 @@ def create_app(store: ReviewStore, reviewer_hash: Callable[[str], str], session_
         if reviewer is None:
             return render(request, session, "message.html", status=401, title="Sign-in failed",
                           message="That token is not valid.")
-        return redirect(request, "/", {"reviewer": reviewer, "csrf": secrets.token_urlsafe(32)})
+        return redirect(request, "/", {"reviewer": reviewer, "tok": hashlib.sha256(token.encode("utf-8")).hexdigest(),
+                                       "csrf": secrets.token_urlsafe(32)})
 
     async def signout(request: Request) -> Response:
         session = load_session(request)
