@@ -13,7 +13,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from synqa_dagster.assets.reporting import table_metadata
+from synqa_dagster.assets.reporting import batch_asset_settings, table_metadata
 from synqa_dagster.config import GateConfig, Recipe
 from synqa_dagster.gates.base import Gate, decision_table, survivors
 from synqa_dagster.gates.dedup import DedupGate
@@ -80,15 +80,7 @@ def prior_accepted(store_resource: StoreResource, batch: str) -> pd.DataFrame | 
 
 def build_gate_assets(recipe: Recipe, gates: GateConfig, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The four gate assets and ``candidate_embeddings`` for one recipe + gate config."""
-    versions = {"recipe_hash": recipe.content_hash(), "gate_config_hash": gates.content_hash()}
-    code_version = f"{versions['recipe_hash']}.{versions['gate_config_hash']}"
-    common = dict(
-        group_name=GROUP,
-        partitions_def=partitions,
-        code_version=code_version,
-        io_manager_key="parquet_io_manager",
-        owners=["team:synqa"],
-    )
+    versions, common = batch_asset_settings(recipe, gates, partitions, GROUP)
 
     @dg.asset(
         name="quality_gate",

@@ -6,7 +6,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from synqa_dagster.assets.reporting import table_metadata
+from synqa_dagster.assets.reporting import batch_asset_settings, table_metadata
 from synqa_dagster.config import GateConfig, Recipe
 from synqa_dagster.funnel import funnel_markdown, funnel_table
 from synqa_dagster.gates.base import rejects, survivors
@@ -17,14 +17,7 @@ GROUP = "outputs"
 
 def build_output_assets(recipe: Recipe, gates: GateConfig, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """``reject_log``, ``accepted_dataset`` and ``dedup_index`` for one recipe + gate config."""
-    versions = {"recipe_hash": recipe.content_hash(), "gate_config_hash": gates.content_hash()}
-    common = dict(
-        group_name=GROUP,
-        partitions_def=partitions,
-        code_version=f"{versions['recipe_hash']}.{versions['gate_config_hash']}",
-        io_manager_key="parquet_io_manager",
-        owners=["team:synqa"],
-    )
+    versions, common = batch_asset_settings(recipe, gates, partitions, GROUP)
 
     @dg.asset(
         name="reject_log",

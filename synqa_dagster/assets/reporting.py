@@ -59,3 +59,17 @@ def table_metadata(
         else:
             meta[key] = dg.MetadataValue.text(str(value))
     return meta
+
+
+def batch_asset_settings(recipe, gates, partitions, group: str) -> tuple[dict[str, str], dict]:
+    """The versions every per-batch asset reports, and the ``@asset`` settings they share: group, partitions,
+    ``code_version`` = ``<recipe hash>.<gate config hash>``, the Parquet IO manager and the owner."""
+    versions = {"recipe_hash": recipe.content_hash(), "gate_config_hash": gates.content_hash()}
+    common = dict(
+        group_name=group,
+        partitions_def=partitions,
+        code_version=f"{versions['recipe_hash']}.{versions['gate_config_hash']}",
+        io_manager_key="parquet_io_manager",
+        owners=["team:synqa"],
+    )
+    return versions, common

@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from synqa_dagster.assets.gates import run_gate
-from synqa_dagster.assets.reporting import preview_markdown, table_metadata
+from synqa_dagster.assets.reporting import batch_asset_settings, preview_markdown, table_metadata
 from synqa_dagster.config import GateConfig, Recipe, canonical_hash
 from synqa_dagster.gates.base import survivors
 from synqa_dagster.gates.human_review import HumanReviewGate
@@ -74,14 +74,7 @@ def _progress_metadata(progress) -> dict:
 def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """``review_queue`` and ``human_review`` for one recipe + gate config."""
     review = gates.review
-    versions = {"recipe_hash": recipe.content_hash(), "gate_config_hash": gates.content_hash()}
-    common = dict(
-        group_name=GROUP,
-        partitions_def=partitions,
-        code_version=f"{versions['recipe_hash']}.{versions['gate_config_hash']}",
-        io_manager_key="parquet_io_manager",
-        owners=["team:synqa"],
-    )
+    versions, common = batch_asset_settings(recipe, gates, partitions, GROUP)
     tier = review.sampling.risk_tier
     plan = review.sampling.tiers[tier]
 

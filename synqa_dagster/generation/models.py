@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -44,11 +43,9 @@ def model_path(spec: GeneratorSpec) -> Path:
 
 @lru_cache(maxsize=8)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from synqa_dagster.lineage.pack import file_sha256
+
+    return file_sha256(Path(path))
 
 
 def file_sha256(path: Path) -> str:

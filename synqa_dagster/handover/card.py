@@ -21,7 +21,6 @@ References:
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import math
@@ -442,13 +441,11 @@ def funnel_frame(stages: Sequence[FunnelStage]) -> pd.DataFrame:
     return pd.DataFrame([s.model_dump() for s in stages], columns=list(FunnelStage.model_fields))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes (read in chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (the same digest the signed manifest records)."""
+    from synqa_dagster.lineage.pack import file_sha256
+
+    return file_sha256(Path(path))
 
 
 def file_facts(path: Path, root: Path, rows: int | None = None, description: str = "") -> FileFacts:
