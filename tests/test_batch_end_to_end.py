@@ -186,6 +186,8 @@ def test_the_card_parses_and_states_the_real_numbers_of_its_batch(batch_run):
     import base64
     statement = json.loads(base64.b64decode(manifest["payload"]))
     assert statement["predicate"]["merkle_root"] in text and statement["predicate"]["key_id"] in text
+    public_pem = (folder / "signing_key.pub").read_text().strip()
+    assert public_pem in text  # the card names who signed
     assert f"{len(accepted)}" in text and f"{len(rejected)}" in text
     for category, n in rejected["reject_category"].value_counts().items():
         assert category in text

@@ -207,7 +207,7 @@ def write_batch_handover(base: Path, inputs: BatchInputs, key: SigningKey) -> Pa
         }
         accepted_frame = pd.DataFrame(accepted) if accepted else pd.DataFrame(columns=["row_id", "intent", "locale", "technique", "n_turns"])
         lineage = LineageFacts(merkle_root=root_hex, leaf_construction=LEAF_CONSTRUCTION, key_id=key.key_id,
-                               public_key_file=PUBLIC_KEY_FILE, manifest_file=MANIFEST_FILE)
+                               public_key_pem=key.public_pem(), public_key_file=PUBLIC_KEY_FILE, manifest_file=MANIFEST_FILE)
         facts = card_facts(inputs, accepted_frame, lineage)
         table = _funnel(facts)
         files["funnel.png"] = (funnel_chart_png(table, f"{facts.pretty_name} — batch {inputs.batch}", seeds=facts.seeds), None, "funnel chart")

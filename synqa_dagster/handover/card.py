@@ -243,12 +243,14 @@ class LineageFacts(_Facts):
 
     Attributes:
         merkle_root: root hash over the shipped files; leaf_construction: how a leaf hash is built;
-        key_id: id of the signing key; public_key_file / manifest_file / signature_file: files in the folder.
+        key_id: id of the signing key; public_key_pem: the Ed25519 public key itself (PEM), printed on the card so
+        the card names who signed; public_key_file / manifest_file / signature_file: files in the folder.
     """
 
     merkle_root: str
     leaf_construction: str
     key_id: str | None = None
+    public_key_pem: str | None = None
     public_key_file: str | None = None
     manifest_file: str | None = None
     signature_file: str | None = None
@@ -801,6 +803,9 @@ def _section_lineage(f: CardFacts) -> list[str]:
             f"- **Manifest file:** {md_code(ln.manifest_file or 'none')}"]
     if ln.signature_file:
         out.append(f"- **Signature file:** {md_code(ln.signature_file)}")
+    if ln.public_key_pem and all(c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=- \n" for c in ln.public_key_pem):
+        out += ["", "Public key (Ed25519, the key id is the first 16 hex digits of the SHA-256 of its raw 32 bytes):", "",
+                "```", ln.public_key_pem.strip(), "```"]
     out += ["", "Verify the folder (hashes, Merkle root and signature) with:", "", "```bash", "synqa verify <folder>", "```", ""]
     return out
 
