@@ -19,6 +19,7 @@ from synqa_dagster.gates.base import Gate, decision_table, survivors
 from synqa_dagster.gates.dedup import DedupGate
 from synqa_dagster.gates.quality import QualityGate
 from synqa_dagster.resources import EmbedderResource, ScorerResource, StoreResource
+from synqa_dagster.stats.findings import jsonable
 
 GATE_ORDER = ("quality_gate", "dedup_gate", "toxicity_gate", "contamination_gate")
 DEDUP_INDEX = "dedup_index"
@@ -47,26 +48,10 @@ def run_gate(context: dg.AssetExecutionContext, gate: Gate, rows: pd.DataFrame, 
             dropped_by_category=counters["dropped_by_category"],
             pass_rate=counters["kept"] / counters["seen"] if counters["seen"] else 1.0,
             rows_per_second=counters["seen"] / seconds if seconds else 0.0,
-            gate_metrics=_jsonable(result.metrics),
+            gate_metrics=jsonable(result.metrics),
             **versions,
         ),
     )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, pd.DataFrame):
-        return _jsonable(value.to_dict("records"))
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
 
 
 def prior_accepted(store_resource: StoreResource, batch: str) -> pd.DataFrame | None:

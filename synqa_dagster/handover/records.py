@@ -12,13 +12,13 @@ canonical JSON of each data field, so ``synqa verify`` can tie every row of ``ac
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
 from synqa_dagster.lineage.pack import content_digests
+from synqa_dagster.stats.findings import jsonable
 
 #: Gates in funnel order: name -> the asset holding its decision table.
 GATE_TABLES = {
@@ -38,22 +38,7 @@ REJECT_FIELDS = ("gate", "reject_category", "reject_reason", "gate_score")
 def clean(value: Any) -> Any:
     """A JSON-able version of a table cell: NaN/NA/±inf -> None (also inside lists and dicts), numpy scalars ->
     Python numbers. Canonical JSON has no non-finite numbers; a gate score of -inf means "no score"."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return clean(value.item())
-    return value
+    return jsonable(value)
 
 
 def _json_field(value: Any) -> Any:
