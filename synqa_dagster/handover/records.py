@@ -75,6 +75,20 @@ def _gate_entries(row_id: str, tables: Mapping[str, pd.DataFrame]) -> dict[str, 
     return entries
 
 
+#: Lineage key -> the human_review column holding it.
+REVIEW_FIELDS = {"slice": "slice_key", "verdict": "review_verdict", "reason_category": "review_reason_category",
+                 "reviewer_id_hashed": "reviewer_id_hashed"}
+
+
+def _review_entry(review: pd.DataFrame | None, row_id: str) -> dict[str, Any]:
+    """The review of one row: sampled or not, its slice, verdict, reason category and reviewer HMAC (rows the
+    review gate never saw — dropped earlier — get an empty entry)."""
+    if review is None or row_id not in review.index:
+        return {"sampled": False, **{k: None for k in REVIEW_FIELDS}}
+    row = review.loc[row_id]
+    return {"sampled": bool(row["review_sampled"]), **{k: clean(row[c]) for k, c in REVIEW_FIELDS.items()}}
+
+
 def lineage_records(
     candidates: pd.DataFrame,
     gate_tables: Mapping[str, pd.DataFrame],
@@ -94,21 +108,19 @@ def lineage_records(
     Returns:
         ``(records, accepted_rows, rejected_rows)``; a data row's ``content_digests`` equal its record's.
     """
-    indexed = {g: t.set_index("row_id", drop=False) for g, t in gate_tables.items() if len(t)}
-    indexed.update({g: t.set_index("row_id", drop=False) for g, t in gate_tables.items() if not len(t)})
+    indexed = {g: t.set_index("row_id", drop=False) for g, t in gate_tables.items()}
     review = indexed.get("human_review")
     records, accepted, rejected = [], [], []
     for _, row in candidates.sort_values("row_id").iterrows():
         row_id = str(row["row_id"])
         gates = _gate_entries(row_id, indexed)
         dropped = next((g for g, e in gates.items() if e["result"] == "dropped"), None)
-        reviewed = review is not None and row_id in review.index
         shipped = data_row(row)
         digests = content_digests(shipped, DATA_FIELDS)
         record = {
             "row_id": row_id,
             "batch": clean(row["batch"]),
-            "decision": "rejected" if dropped or not gates or gates[list(gates)[-1]]["result"] != "kept" else "accepted",
+            "decision": "rejected" if dropped else "accepted",
             "rejected_by": dropped,
             "seed_id": clean(row["seed_id"]),
             "intent": clean(row["intent"]),
@@ -128,21 +140,14 @@ def lineage_records(
             "seed_corpus_hash": seed_corpus_hash,
             "created_at": clean(row["created_at"]),
             "gates": gates,
-            "review": {
-                "sampled": bool(review.loc[row_id, "review_sampled"]) if reviewed else False,
-                "slice": clean(review.loc[row_id, "slice_key"]) if reviewed else None,
-                "verdict": clean(review.loc[row_id, "review_verdict"]) if reviewed else None,
-                "reason_category": clean(review.loc[row_id, "review_reason_category"]) if reviewed else None,
-                "reviewer_id_hashed": clean(review.loc[row_id, "reviewer_id_hashed"]) if reviewed else None,
-            },
+            "review": _review_entry(review, row_id),
             "content_digests": digests,
         }
         records.append(record)
         if record["decision"] == "accepted":
             accepted.append(shipped)
         else:
-            table = indexed[dropped] if dropped else None
-            reject = {f: clean(table.loc[row_id, f]) for f in REJECT_FIELDS} if table is not None else {}
+            reject = {f: clean(indexed[dropped].loc[row_id, f]) for f in REJECT_FIELDS}
             rejected.append({**{k: shipped[k] for k in DESCRIPTIVE_FIELDS if k in shipped}, **reject,
                              **{k: shipped[k] for k in DATA_FIELDS}})
     return records, accepted, rejected

@@ -37,7 +37,8 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -182,7 +183,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-class ReviewStore:
+class ReviewStore(ABC):
     """Review store API shared by the SQLite and PostgreSQL back ends (use :meth:`from_url`).
 
     Every method opens its own connection and transaction, so one store object may be shared by threads and
@@ -231,10 +232,9 @@ class ReviewStore:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.redacted_url!r})"
 
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[_Tx]:  # pragma: no cover - abstract
-        raise NotImplementedError
-        yield
+    @abstractmethod
+    def _transaction(self, write: bool) -> AbstractContextManager[_Tx]:
+        """A transaction on a fresh connection (``write``: take the write lock up front); each dialect's own."""
 
     def _ensure_schema(self) -> None:
         with self._transaction(write=True) as tx:
