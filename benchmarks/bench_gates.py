@@ -293,11 +293,14 @@ def _baseline(rows: Any, n: int) -> dict[str, Any]:
 
 
 def _pipeline(rows: Any) -> dict[str, Any]:
-    """quality -> dedup -> toxicity -> contamination (n-gram) on successive survivors; wall time with setup."""
+    """The registry's automatic gates (quality -> dedup -> toxicity -> contamination, n-gram) on successive
+    survivors; wall time with setup."""
+    from synqa_dagster.stages import automatic_stages
+
     t0 = time.perf_counter()
     stages = []
     current = rows
-    for name in ("quality", "dedup", "toxicity", "contamination"):
+    for name in (s.name for s in automatic_stages() if s.name in GATES):
         ts = time.perf_counter()
         try:
             gate = GATES[name]()

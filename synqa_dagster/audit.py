@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -42,7 +41,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from synqa_dagster.config import ConfigError, GateConfig, load_gate_config
 from synqa_dagster.funnel import funnel_table
 from synqa_dagster.gates.base import Gate, GateResult, decision_table, rejects, survivors
+from synqa_dagster.common import atomic_write, file_sha256, jsonable
+from synqa_dagster.embedding import vectors_for
 from synqa_dagster.gates.eval_sets import EvalSetError, EvalSetSpec
+from synqa_dagster.stages import EMBEDDINGS, PRIOR_INDEX, STAGES, GateStage
 
 TECHNIQUE = "external"
 TEXT_FIELDS = ("technique", "text", "instruction", "response", "n_turns", "intent", "locale", "source_line")
@@ -309,10 +311,10 @@ class _Run:
     """Intermediate state of one audit: decision tables, vectors and timings."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    vectors: np.ndarray | None = None
-    vector_ids: list[str] = field(default_factory=list)
+    gates: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, GateStage] = field(default_factory=dict)
+    embeddings: pd.DataFrame | None = None
     embedder: Any = None
-    contamination_gate: Any = None
     extra_eval_sets: list[EvalSetSpec] = field(default_factory=list)
     embedding_note: str = "ran"
     timings: dict[str, float] = field(default_factory=dict)
@@ -324,51 +326,64 @@ class _Run:
         return out
 
 
+class _AuditEnvironment:
+    """What the stages may ask for in an audit: the embedding model (loaded on first use)."""
+
+    def __init__(self, run: "_Run") -> None:
+        self._run = run
+
+    def embedder(self) -> Any:
+        return self._run.embedder
+
+
 def run_gates(rows: pd.DataFrame, gate_config: GateConfig, eval_sets: dict[str, Path], columns: ColumnMap,
-              show_progress: bool, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> _Run:
-    """Every gate in funnel order on ``rows`` (each on the previous survivors); returns the decision tables."""
+              show_progress: bool, chunk_rows: int = DEFAULT_CHUNK_ROWS, stages: Sequence[GateStage] = STAGES) -> _Run:
+    """Every audited stage of the registry in funnel order on ``rows`` (each on the previous survivors), the same
+    stages the Dagster funnel runs; returns the decision tables. Stage inputs: ``embeddings`` are computed here
+    (once, for the rows reaching the first stage that needs them); ``prior`` is None (no earlier batches)."""
     from synqa_dagster.embedding import Embedder
-    from synqa_dagster.gates.contamination import ContaminationGate
-    from synqa_dagster.gates.dedup import DedupGate
-    from synqa_dagster.gates.quality import QualityGate
-    from synqa_dagster.gates.toxicity import ToxicityGate
 
     run = _Run()
+    audited = [s for s in stages if s.in_audit]
     cont_config, run.extra_eval_sets = _contamination_config(gate_config, eval_sets, columns)
-    if cont_config.use_embeddings:  # the model loads on first use; eval items are embedded with it
-        run.embedder = Embedder(model_path=gate_config.embedding_model_path)
+    sections = {"contamination": cont_config}  # the gate config's eval sets plus the --eval-set files
+    if any(EMBEDDINGS in s.inputs and getattr(sections.get(s.name, s.config(gate_config)), "use_embeddings", True) for s in audited):
+        run.embedder = Embedder(model_path=gate_config.embedding_model_path)  # loads on first use
     else:
         run.embedding_note = "disabled (contamination.use_embeddings is false)"
-    try:  # eval sets load first: a bad --eval-set file fails before any gate runs
-        run.contamination_gate = run.timed("load_eval_sets", lambda: ContaminationGate(cont_config, embedder=run.embedder))
+    env = _AuditEnvironment(run)
+    gates: dict[str, Gate] = {}
+    try:  # heavy gates build first (eval sets load and embed): a bad --eval-set file fails before any gate runs
+        for s in reversed(audited):
+            gates[s.name] = run.timed(f"load_{s.name}", lambda s=s: s.build(gate_config, env, sections.get(s.name)))
     except EvalSetError as exc:
         raise AuditInputError(f"eval set: {exc}") from None
+    run.gates = gates
+    run.stages = {s.name: s for s in audited}
 
-    table = run.timed("quality", lambda: decision_table(rows, evaluate_chunked(QualityGate(gate_config.quality), rows, chunk_rows, show_progress)))
-    run.tables["quality"] = table
+    current = rows.reset_index(drop=True)
+    for s in audited:
+        gate = gates[s.name]
+        arrays: dict[str, np.ndarray] = {}
+        kwargs: dict[str, Any] = {}
+        if EMBEDDINGS in s.inputs and run.embedder is not None:
+            if run.embeddings is None:  # the shared vectors, computed once (like candidate_embeddings)
+                vectors = run.timed("embed", lambda: embed_texts(run.embedder, current["text"].tolist(), "embeddings", show_progress))
+                run.embeddings = pd.DataFrame({"row_id": current["row_id"].to_numpy(), "embedding": list(vectors)})
+            arrays[EMBEDDINGS] = vectors_for(current, run.embeddings, dim=run.embedder.dim if not len(current) else None)
+        if PRIOR_INDEX in s.inputs:
+            kwargs[PRIOR_INDEX] = None
 
-    def dedup() -> pd.DataFrame:
-        current = survivors(run.tables["quality"])
-        with _progress(len(current), "dedup gate (whole dataset)", show_progress) as bar:
-            result = DedupGate(gate_config.dedup).evaluate(current)
-            bar.update(len(current))
-        return decision_table(current, result)
+        def evaluate(s=s, gate=gate, current=current, arrays=arrays, kwargs=kwargs) -> pd.DataFrame:
+            if s.per_row:
+                return decision_table(current, evaluate_chunked(gate, current, chunk_rows, show_progress, arrays))
+            with _progress(len(current), f"{s.name} gate (whole dataset)", show_progress) as bar:
+                result = gate.evaluate(current, **arrays, **kwargs)
+                bar.update(len(current))
+            return decision_table(current, result)
 
-    run.tables["dedup"] = run.timed("dedup", dedup)
-    current = survivors(run.tables["dedup"])
-    run.tables["toxicity"] = run.timed(
-        "toxicity", lambda: decision_table(current, evaluate_chunked(ToxicityGate(gate_config.toxicity), current, chunk_rows, show_progress))
-    )
-    current = survivors(run.tables["toxicity"])
-    arrays = None
-    if run.embedder is not None:
-        run.vectors = run.timed("embed", lambda: embed_texts(run.embedder, current["text"].tolist(), "embeddings", show_progress))
-        run.vector_ids = current["row_id"].tolist()
-        arrays = {"embeddings": run.vectors}
-    gate = run.contamination_gate
-    run.tables["contamination"] = run.timed(
-        "contamination", lambda: decision_table(current, evaluate_chunked(gate, current, chunk_rows, show_progress, arrays))
-    )
+        run.tables[s.name] = run.timed(s.name, evaluate)
+        current = survivors(run.tables[s.name])
     return run
 
 
@@ -400,10 +415,8 @@ def audit_drift(accepted: pd.DataFrame, reference: pd.DataFrame | None, gate_con
     bvec = rvec = None
     if run.embedder is not None and len(batch) >= drift.min_rows:
         column = text_column(batch, drift)
-        if column == "text" and run.vectors is not None:
-            pos = {r: i for i, r in enumerate(run.vector_ids)}
-            bvec = run.vectors[[pos[r] for r in batch["row_id"]]]
-        else:
+        bvec = vectors_for(batch, run.embeddings, strict=False) if column == "text" else None
+        if bvec is None:
             bvec = embed_texts(run.embedder, batch[column].fillna("").astype(str).tolist(), "embeddings (drift sample)", show_progress)
         rvec = embed_texts(run.embedder, ref["text"].tolist(), "embeddings (reference)", show_progress)
     elif run.embedder is None:
@@ -419,22 +432,8 @@ def audit_drift(accepted: pd.DataFrame, reference: pd.DataFrame | None, gate_con
 # --------------------------------------------------------------------------------------------------- writing
 
 
-def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
-    """Write ``path`` through a temporary file in the same folder, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; shipped files get the usual permissions
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": "\n"})) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+#: Atomic file writes (temporary file + rename): :func:`synqa_dagster.common.atomic_write`.
+write_atomic = atomic_write
 
 
 def write_jsonl(path: Path, frame: pd.DataFrame) -> None:
@@ -453,7 +452,7 @@ def _row_columns(frame: pd.DataFrame, first: Sequence[str]) -> list[str]:
 
 def build_outputs(run: _Run, candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(accepted rows with every gate's score, the reject log) from the decision tables."""
-    accepted = survivors(run.tables["contamination"])
+    accepted = survivors(list(run.tables.values())[-1])
     scores = [f"score_{g}" for g in run.tables]
     accepted = accepted[_row_columns(accepted, ["row_id"]) + [c for c in scores if c in accepted.columns]]
     parts = [rejects(t) for t in run.tables.values()]
@@ -509,7 +508,7 @@ def run_audit(
     frame = read_table(dataset, "dataset")
     if limit is not None:
         frame = frame.head(limit).reset_index(drop=True)
-    dataset_sha = cards.sha256_file(dataset)
+    dataset_sha = file_sha256(dataset)
     batch = f"audit-{dataset_sha[:12]}"
     candidates = candidate_rows(frame, columns, dataset, batch)
     del frame
@@ -535,7 +534,7 @@ def run_audit(
     summary = {
         "kind": "synqa-audit",
         "dataset": {"path": str(dataset), "sha256": dataset_sha, "rows": len(candidates), "batch": batch},
-        "reference": None if ref is None else {"path": str(reference), "sha256": cards.sha256_file(Path(reference)), "rows": len(ref)},
+        "reference": None if ref is None else {"path": str(reference), "sha256": file_sha256(Path(reference)), "rows": len(ref)},
         "columns": columns.model_dump(mode="json"),
         "gate_config": {"path": gate_config.source_path, "hash": gate_config.content_hash(),
                         "extra_eval_sets": [s.model_dump(mode="json") for s in run.extra_eval_sets]},
@@ -545,8 +544,6 @@ def run_audit(
         "funnel": funnel.to_dict(orient="records"),
         "drift": drift, "drift_note": drift_note,
     }
-    from synqa_dagster.stats.findings import jsonable
-
     write_atomic(out_dir / "audit.json", lambda fh: fh.write(json.dumps(jsonable(summary), indent=2, ensure_ascii=False, sort_keys=False) + "\n"))
     described = {
         "accepted.jsonl": (len(accepted), "rows that would pass every gate"),
@@ -582,7 +579,7 @@ def run_audit(
         gates={g.name: {"seen": g.seen, "kept": g.kept, "dropped": g.dropped,
                         "dropped_by_category": {r.category: r.count for r in g.reasons}} for g in gates},
         funnel=funnel, funnel_markdown=funnel_md, drift=drift, drift_note=drift_note,
-        files={n: cards.sha256_file(out_dir / n) for n in names}, timings=dict(run.timings),
+        files={n: file_sha256(out_dir / n) for n in names}, timings=dict(run.timings),
     )
 
 
@@ -600,16 +597,18 @@ def _write_gate_config(path: Path, gate_config: GateConfig) -> None:
 
 
 def _gate_facts(run: _Run, gate_config: GateConfig, cards: Any) -> list[Any]:
-    configs = {"quality": gate_config.quality, "dedup": gate_config.dedup, "toxicity": gate_config.toxicity,
-               "contamination": gate_config.contamination}
-    notes = {"dedup": ["within the audited dataset only (no earlier batches)"],
-             "contamination": [f"embedding check: {run.embedding_note}"]}
-    return [cards.gate_facts(name, table, cards.gate_thresholds(configs[name]), notes.get(name, ()))
-            for name, table in run.tables.items()]
+    facts = []
+    for name, table in run.tables.items():
+        s = run.stages[name]
+        notes = [s.audit_note] if s.audit_note else []
+        if EMBEDDINGS in s.inputs:
+            notes.append(f"embedding check: {run.embedding_note}")
+        facts.append(cards.gate_facts(name, table, cards.gate_thresholds(s.config(gate_config)), notes))
+    return facts
 
 
 def _contamination_facts(run: _Run, gate_config: GateConfig, cards: Any) -> Any:
-    gate = run.contamination_gate
+    gate = run.gates["contamination"]
     counts = gate.eval_items["eval_set"].value_counts()
     specs = {s.name: s for s in gate.config.eval_sets}
     sets = [cards.EvalSetFacts(name=name, items=int(counts.get(name, 0)),

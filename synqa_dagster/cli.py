@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from synqa_dagster.paths import PROJECT_ROOT
+from synqa_dagster.stages import STAGES
 
 
 def _ensure_instance_env() -> None:
@@ -165,7 +166,8 @@ def cmd_apply_review(args: argparse.Namespace) -> int:
         return 2
     result, seconds = run_batch(review_job, instance, batch)
     print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations()))
-    if result.success and not any(e.asset_key == dg.AssetKey("human_review") for e in result.get_asset_materialization_events()):
+    human = [dg.AssetKey(s.asset) for s in STAGES if not s.automatic]
+    if result.success and not any(e.asset_key in human for e in result.get_asset_materialization_events()):
         print(f"\nbatch {batch} is HELD: its review sample is not complete and its deadline has not passed "
               "(review.block_until_complete); nothing was shipped", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from synqa_dagster.gates.contamination import ContaminationGateConfig
 from synqa_dagster.gates.dedup import DedupGateConfig
 from synqa_dagster.gates.quality import QualityGateConfig
 from synqa_dagster.gates.toxicity import ToxicityGateConfig
+from synqa_dagster.generation.techniques import TECHNIQUES, techniques_model
 from synqa_dagster.paths import DEFAULT_GATES, DEFAULT_RECIPE, resolve_path
 from synqa_dagster.review.sampling import ReviewSamplingConfig
 from synqa_dagster.stats.config import DriftConfig
@@ -111,38 +112,30 @@ class PromptTemplate(StrictModel):
     text: str
 
 
-class SelfInstructSpec(StrictModel):
-    """Self-Instruct: new user requests written from a seed (distilabel ``SelfInstruct``)."""
+class _TechniquesBase(StrictModel):
+    """Base of :data:`Techniques` (adds the template check)."""
 
-    enabled: bool = True
-    num_instructions: int = Field(2, ge=1, le=10, description="Instructions requested per seed.")
-    criteria_template_id: str = "self_instruct.criteria.v1"
-    application_description: str = "A customer-support assistant for a consumer app and subscription."
-
-
-class EvolInstructSpec(StrictModel):
-    """Evol-Instruct: rewrite a seed into a harder request, ``steps`` times (distilabel ``EvolInstruct``)."""
-
-    enabled: bool = True
-    steps: int = Field(1, ge=1, le=5, description="Difficulty evolutions per seed.")
+    def template_ids(self) -> set[str]:
+        """Prompt-template ids the techniques need in ``prompt_templates`` (each section's ``template_ids()``)."""
+        return set().union(*(section.template_ids() for _, section in self))
 
 
-class MagpieSpec(StrictModel):
-    """Magpie: the model writes the user turn itself from a pre-query template (distilabel ``Magpie``)."""
+#: The recipe's ``techniques:`` section, built from the technique registry: one field per section (``self_instruct``,
+#: ``evol_instruct``, ``magpie``), each the config model that lives in its technique's module under
+#: ``synqa_dagster.generation.techniques``.
+Techniques = techniques_model(
+    TECHNIQUES,
+    base=_TechniquesBase,
+    module=__name__,
+    doc="""Which generation techniques run, with their parameters.
 
-    enabled: bool = True
-    single_turn: bool = True
-    multi_turn: bool = True
-    n_turns: int = Field(2, ge=2, le=4, description="User turns in a multi-turn conversation.")
-    system_template_id: str = "magpie.system.v1"
+    Inputs: the recipe's ``techniques:`` mapping. Outputs: the validated sections.
 
-
-class Techniques(StrictModel):
-    """Which generation techniques run, with their parameters."""
-
-    self_instruct: SelfInstructSpec = SelfInstructSpec()
-    evol_instruct: EvolInstructSpec = EvolInstructSpec()
-    magpie: MagpieSpec = MagpieSpec()
+    Attributes:
+        one per section of the registered techniques (``synqa_dagster.generation.techniques.TECHNIQUES``):
+        self_instruct (``SelfInstructSpec``), evol_instruct (``EvolInstructSpec``), magpie (``MagpieSpec``).
+    """,
+)
 
 
 class CardSpec(StrictModel):
@@ -187,9 +180,7 @@ class Recipe(StrictModel):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"prompt_templates: duplicate ids {dupes}")
-        needed = {self.response_template_id, self.techniques.magpie.system_template_id}
-        if self.techniques.self_instruct.enabled:
-            needed.add(self.techniques.self_instruct.criteria_template_id)
+        needed = {self.response_template_id} | self.techniques.template_ids()
         missing = sorted(needed - set(ids))
         if missing:
             raise ValueError(f"prompt_templates: missing template ids {missing}")

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from typing import Sequence
+
 from synqa_dagster.assets.corpus import build_seed_corpus_asset
+from synqa_dagster.assets.drift import build_drift_findings_asset
 from synqa_dagster.assets.gates import build_gate_assets
 from synqa_dagster.assets.generation import build_generation_asset
 from synqa_dagster.assets.handover import build_handover_assets
@@ -26,6 +29,7 @@ from synqa_dagster.resources import (
     EmbedderResource, HandoverResource, ParquetIOManager, ReviewStoreResource, ScorerResource, StoreResource,
 )
 from synqa_dagster.sensors import build_review_decisions_sensor, build_stale_batches_sensor
+from synqa_dagster.stages import STAGES, GateStage, validate_stages
 
 BATCH_JOB = "synqa_batch_job"
 REVIEW_JOB = "synqa_review_job"
@@ -37,20 +41,24 @@ def build_definitions(
     storage_base: str | None = None,
     review_store_url: str | None = None,
     handover_base: str | None = None,
+    stages: Sequence[GateStage] = STAGES,
 ) -> dg.Definitions:
     """Definitions for one recipe + gate config; ``storage_base`` overrides ``$SYNQA_STORAGE``,
-    ``review_store_url`` ``$SYNQA_REVIEW_STORE`` and ``handover_base`` ``$SYNQA_HANDOVER``."""
+    ``review_store_url`` ``$SYNQA_REVIEW_STORE`` and ``handover_base`` ``$SYNQA_HANDOVER``. ``stages`` is the
+    funnel (default: the registry, :data:`synqa_dagster.stages.STAGES`); every gate-related asset derives from it."""
     recipe = load_recipe(recipe_path)
     gates = load_gate_config(gates_path)
+    stages = validate_stages(stages)
     partitions = batch_partitions(recipe.batches)
     assets = [
         build_seed_corpus_asset(recipe, partitions),
-        build_generation_asset(recipe, partitions),
-        *build_gate_assets(recipe, gates, partitions),
-        *build_review_assets(recipe, gates, partitions),
-        *build_output_assets(recipe, gates, partitions),
+        build_generation_asset(recipe, partitions, stages),
+        *build_gate_assets(recipe, gates, partitions, stages),
+        build_drift_findings_asset(recipe, gates, partitions, stages),
+        *build_review_assets(recipe, gates, partitions, stages),
+        *build_output_assets(recipe, gates, partitions, stages),
         build_reference_asset(gates.drift, recipe),
-        *build_handover_assets(recipe, gates, partitions),
+        *build_handover_assets(recipe, gates, partitions, stages),
     ]
     checks = [
         *build_toxicity_checks(gates, partitions),
@@ -65,7 +73,7 @@ def build_definitions(
     )
     review_job = dg.define_asset_job(
         REVIEW_JOB,
-        selection=dg.AssetSelection.assets("human_review").downstream(),
+        selection=dg.AssetSelection.assets(*(s.asset for s in stages if not s.automatic)).downstream(),
         description="Finish a batch after human review: apply the decisions and rebuild everything downstream.",
         executor_def=dg.in_process_executor,
     )

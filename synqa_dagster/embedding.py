@@ -69,3 +69,21 @@ def _load_model(model_path: str):
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(model_path, device="cpu", local_files_only=True)
+
+
+def vectors_for(rows, embeddings, dim: int | None = None, strict: bool = True) -> np.ndarray | None:
+    """The stored vectors of ``rows`` (in row order) from an embeddings table (``row_id``, ``embedding``).
+
+    The one id -> vector lookup every consumer of ``candidate_embeddings`` uses. With ``strict`` a row without a
+    vector raises (a gate must not run on half its input); otherwise None is returned so the caller can embed.
+    """
+    ids = list(rows["row_id"])
+    by_id = dict(zip(embeddings["row_id"], embeddings["embedding"])) if embeddings is not None and len(embeddings) else {}
+    missing = [r for r in ids if r not in by_id]
+    if missing:
+        if strict:
+            raise ValueError(f"candidate_embeddings has no vector for {len(missing)} row(s), e.g. {missing[:3]}")
+        return None
+    if not ids:
+        return np.zeros((0, dim or 0), dtype=np.float32)
+    return np.asarray([np.asarray(by_id[r], dtype=np.float32) for r in ids], dtype=np.float32)

@@ -9,12 +9,8 @@ import dagster as dg
 import pandas as pd
 
 from synqa_dagster.funnel import funnel_table
+from synqa_dagster.stages import CANDIDATES, SEED_CORPUS, batch_tables, gate_assets
 from synqa_dagster.storage import TableStore
-
-GATES = {
-    "quality": "quality_gate", "dedup": "dedup_gate", "toxicity": "toxicity_gate", "contamination": "contamination_gate",
-    "human_review": "human_review",
-}
 
 
 def _store(defs: dg.Definitions) -> TableStore:
@@ -28,7 +24,7 @@ def batch_summary(defs: dg.Definitions, batch: str, seconds: float, checks: list
     """
     store = _store(defs)
     out = [f"\nbatch {batch} finished in {seconds:.0f} s", f"outputs under {store.base}:"]
-    for asset in ("seed_corpus", "generated_candidates", *GATES.values(), "candidate_embeddings", "reject_log", "accepted_dataset", "dedup_index"):
+    for asset in (SEED_CORPUS, CANDIDATES, *batch_tables()):
         out.append(f"  {asset:<22} {store.uri(asset, batch) if store.exists(asset, batch) else '(not materialized)'}")
     if not store.exists("generated_candidates", batch):
         return "\n".join(out)
@@ -39,7 +35,7 @@ def batch_summary(defs: dg.Definitions, batch: str, seconds: float, checks: list
     if gen_meta:
         out.append(f"            {gen_meta.get('rows_per_second', 0):.2f} rows/s, {gen_meta.get('tokens_per_second', 0):.1f} tokens/s, "
                    f"generator {gen_meta.get('generator_id', '')} {str(gen_meta.get('generator_version', ''))[:19]}")
-    tables = {g: store.read(a, batch) for g, a in GATES.items() if store.exists(a, batch)}
+    tables = {g: store.read(a, batch) for g, a in gate_assets().items() if store.exists(a, batch)}
     if tables:
         funnel = funnel_table(len(candidates), tables)
         out.append("\nfunnel:")

@@ -4,26 +4,28 @@ import dagster as dg
 
 from synqa_dagster.config import load_gate_config, load_recipe
 from synqa_dagster.definitions import BATCH_JOB, build_definitions, defs
+from synqa_dagster.stages import EMBEDDINGS, STAGES, input_asset, last_automatic
 
-FUNNEL = [
-    ("seed_corpus", "generated_candidates"),
-    ("generated_candidates", "quality_gate"),
-    ("quality_gate", "dedup_gate"),
-    ("dedup_gate", "toxicity_gate"),
-    ("toxicity_gate", "candidate_embeddings"),
-    ("toxicity_gate", "contamination_gate"),
-    ("candidate_embeddings", "contamination_gate"),
-    ("contamination_gate", "review_queue"),
-    ("review_queue", "human_review"),
-    ("contamination_gate", "human_review"),
-    ("human_review", "reject_log"),
-    ("human_review", "accepted_dataset"),
-    ("accepted_dataset", "dedup_index"),
-    ("accepted_dataset", "handover_pack"),
-    ("human_review", "handover_pack"),
-    ("handover_pack", "dataset_card"),
-]
-# the drift checks on contamination_gate read the reference; accepted_dataset waits for them (blocking)
+
+
+def funnel_edges(stages=STAGES) -> list[tuple[str, str]]:
+    """The edges the asset graph must have, derived from the stage registry (nothing here names a gate)."""
+    edges = [("seed_corpus", "generated_candidates")]
+    for s in stages:
+        edges.append((input_asset(s, stages), s.asset))
+        if EMBEDDINGS in s.inputs:
+            edges += [(input_asset(s, stages), "candidate_embeddings"), ("candidate_embeddings", s.asset)]
+    tested = last_automatic(stages).asset
+    edges += [(tested, "drift_findings"), ("reference_corpus", "drift_findings"), ("drift_findings", "review_queue"),
+              (tested, "review_queue"), ("review_queue", "human_review")]
+    for s in stages:
+        edges += [(s.asset, "reject_log"), (s.asset, "accepted_dataset"), (s.asset, "handover_pack")]
+    edges += [("accepted_dataset", "dedup_index"), ("accepted_dataset", "handover_pack"),
+              ("drift_findings", "handover_pack"), ("handover_pack", "dataset_card")]
+    return edges
+
+
+# the drift checks on drift_findings block review_queue, so an ERROR stops the batch before review and shipping
 
 
 def test_definitions_load_and_validate():
@@ -42,7 +44,7 @@ def test_every_asset_has_description_group_kinds_and_the_recipe_version():
     recipe_hash = load_recipe().content_hash()
     gate_hash = load_gate_config().content_hash()
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
-    assert len(specs) == 15
+    assert len(specs) == len(STAGES) + 11  # the gates + corpus, generation, embeddings, drift, review queue, outputs, handover
     for name, spec in specs.items():
         if name in ("reference_corpus", "dataset_card"):  # shared across batches: unpartitioned
             assert spec.partitions_def is None and spec.description and spec.kinds
@@ -57,7 +59,7 @@ def test_every_asset_has_description_group_kinds_and_the_recipe_version():
 
 def test_the_asset_graph_is_the_funnel():
     graph = defs.resolve_asset_graph()
-    for upstream, downstream in FUNNEL:
+    for upstream, downstream in funnel_edges():
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(downstream)).parent_keys}
         assert upstream in parents, (upstream, downstream)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from synqa_dagster.assets.gates import prior_accepted
-from synqa_dagster.assets.reporting import preview_markdown
+from synqa_dagster.metadata import preview_markdown
 from synqa_dagster.checks.invariants import accounting_violations
 from synqa_dagster.funnel import funnel_table
 from synqa_dagster.gates.base import GateResult, decision_table, rejects, result_from_decisions, survivors

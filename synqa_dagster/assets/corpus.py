@@ -5,21 +5,16 @@ import time
 
 import dagster as dg
 
-from synqa_dagster.assets.reporting import table_metadata
+from synqa_dagster.metadata import table_metadata
 from synqa_dagster.config import Recipe
-from synqa_dagster.corpus.seeds import file_hash, load_seed_corpus
+from synqa_dagster.common import files_hash
+from synqa_dagster.corpus.seeds import load_seed_corpus
 
 
 def taxonomy_hash(recipe: Recipe) -> str:
     """Hash of every taxonomy file the recipe's taxonomy folder holds (labels, descriptions and mappings)."""
     folder = recipe.resolved(recipe.seed_corpus.taxonomy_dir)
-    return file_hash_many(sorted(folder.glob("*.yaml")))
-
-
-def file_hash_many(paths) -> str:
-    import hashlib
-
-    return hashlib.sha256("".join(f"{p.name}:{file_hash(p)}" for p in paths).encode()).hexdigest()[:16]
+    return files_hash(sorted(folder.glob("*.yaml")))
 
 
 def build_seed_corpus_asset(recipe: Recipe, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:

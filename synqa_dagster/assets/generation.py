@@ -1,32 +1,35 @@
 """The ``generated_candidates`` asset: seeds expanded by the teacher LLM through the distilabel pipeline."""
 
 
+
 import shutil
 import time
+from typing import Sequence
 
 import dagster as dg
 import pandas as pd
 
-from synqa_dagster.assets.reporting import table_metadata
+from synqa_dagster.metadata import table_metadata
 from synqa_dagster.config import Recipe
 from synqa_dagster.generation.runner import run_in_subprocess
 from synqa_dagster.generation.seeds import batch_seed, select_seeds
 from synqa_dagster.paths import instance_dir
 from synqa_dagster.resources import HandoverResource, StoreResource
+from synqa_dagster.stages import CANDIDATES, STAGES, GateStage, batch_tables
 
-#: Per-batch outputs derived from generated_candidates (removed when a batch is regenerated).
-DOWNSTREAM_OUTPUTS = (
-    "quality_gate", "dedup_gate", "toxicity_gate", "candidate_embeddings", "contamination_gate",
-    "review_queue", "human_review", "reject_log", "accepted_dataset", "dedup_index",
-)
+def build_generation_asset(
+    recipe: Recipe, partitions: dg.PartitionsDefinition, stages: Sequence[GateStage] = STAGES
+) -> dg.AssetsDefinition:
+    """``generated_candidates`` for ``recipe`` (its code_version is the recipe hash).
 
-
-def build_generation_asset(recipe: Recipe, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    """``generated_candidates`` for ``recipe`` (its code_version is the recipe hash)."""
+    Regenerating a batch removes every per-batch table built from its previous candidates
+    (:func:`synqa_dagster.stages.batch_tables` of ``stages``) and its handover folder.
+    """
     recipe_hash = recipe.content_hash()
+    downstream = batch_tables(stages)
 
     @dg.asset(
-        name="generated_candidates",
+        name=CANDIDATES,
         group_name="generation",
         kinds={"distilabel", "llama.cpp" if recipe.generator.backend == "llamacpp" else recipe.generator.backend, "parquet"},
         partitions_def=partitions,
@@ -47,7 +50,7 @@ def build_generation_asset(recipe: Recipe, partitions: dg.PartitionsDefinition) 
         batch = context.partition_key
         # A regenerated batch invalidates everything built from its previous candidates: remove those outputs
         # so a run that stops early (a blocking check) never leaves a superseded accepted split or dedup index.
-        removed = [a for a in DOWNSTREAM_OUTPUTS if store.store.delete(a, batch)]
+        removed = [a for a in downstream if store.store.delete(a, batch)]
         folder = handover.base() / f"batch={batch}"
         if folder.is_dir():  # the signed handover of the old candidates no longer describes this batch
             shutil.rmtree(folder)

@@ -7,39 +7,47 @@ and signs the folder) and report the Merkle root, key id, funnel and card in the
 
 import base64
 import time
+from typing import Sequence
 
 import dagster as dg
 import pandas as pd
 
 from synqa_dagster.assets.corpus import taxonomy_hash
-from synqa_dagster.assets.reference import REFERENCE_ASSET
-from synqa_dagster.checks.drift import batch_rows, reference_embeddings, synthetic_embeddings
+from synqa_dagster.common import file_hash
 from synqa_dagster.config import GateConfig, Recipe
-from synqa_dagster.corpus.seeds import file_hash
 from synqa_dagster.gates.eval_sets import load_eval_sets
 from synqa_dagster.handover.batch import BatchInputs, read_card_facts, write_batch_handover, write_rollup
-from synqa_dagster.lineage.pack import atomic_write_bytes
 from synqa_dagster.paths import resolve_path
-from synqa_dagster.resources import EmbedderResource, HandoverResource
-from synqa_dagster.review.sampling import SLICE_FRAME_COLUMNS, slice_verdicts
-from synqa_dagster.stats.findings import drift_findings
+from synqa_dagster.assets.review import read_slice_verdicts
+from synqa_dagster.resources import HandoverResource, StoreResource
+from synqa_dagster.stages import (
+    ACCEPTED, CANDIDATES, DATASET_CARD, DRIFT_FINDINGS, HANDOVER, REFERENCE_ASSET, REVIEW_QUEUE, SEED_CORPUS, STAGES,
+    GateStage, ordered_tables,
+)
+from synqa_dagster.stats.findings import findings_from_table
 
 GROUP = "handover"
 
 
-def build_handover_assets(recipe: Recipe, gates: GateConfig, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_handover_assets(
+    recipe: Recipe, gates: GateConfig, partitions: dg.PartitionsDefinition, stages: Sequence[GateStage] = STAGES
+) -> list[dg.AssetsDefinition]:
     """``handover_pack`` (partitioned) and ``dataset_card`` (unpartitioned roll-up)."""
     versions = {"recipe_hash": recipe.content_hash(), "gate_config_hash": gates.content_hash()}
     code_version = f"{versions['recipe_hash']}.{versions['gate_config_hash']}"
+    human = next(s for s in stages if not s.automatic)
+    ins = {name: dg.AssetIn(name) for name in (SEED_CORPUS, CANDIDATES, REVIEW_QUEUE, ACCEPTED, DRIFT_FINDINGS)}
+    ins.update({s.asset: dg.AssetIn(s.asset) for s in stages})
+    ins["reference"] = dg.AssetIn(REFERENCE_ASSET)
 
     @dg.asset(
-        name="handover_pack",
+        name=HANDOVER,
         group_name=GROUP,
         kinds={"json", "huggingface", "ed25519"},
         partitions_def=partitions,
         code_version=code_version,
         owners=["team:synqa"],
-        ins={"reference": dg.AssetIn(REFERENCE_ASSET)},
+        ins=ins,
         description=(
             "The batch's signed handover folder: accepted rows and reject log (JSONL), per-row lineage (seed, "
             "generator, template, every gate's result and score, reviewer HMAC) as canonical JSON under an RFC 6962 "
@@ -48,45 +56,32 @@ def build_handover_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Part
         ),
     )
     def handover_pack(
-        context: dg.AssetExecutionContext,
-        seed_corpus: pd.DataFrame,
-        generated_candidates: pd.DataFrame,
-        quality_gate: pd.DataFrame,
-        dedup_gate: pd.DataFrame,
-        toxicity_gate: pd.DataFrame,
-        candidate_embeddings: pd.DataFrame,
-        contamination_gate: pd.DataFrame,
-        review_queue: pd.DataFrame,
-        human_review: pd.DataFrame,
-        accepted_dataset: pd.DataFrame,
-        reference: pd.DataFrame,
-        handover: HandoverResource,
-        embedder: EmbedderResource,
+        context: dg.AssetExecutionContext, handover: HandoverResource, store: StoreResource, **tables: pd.DataFrame
     ) -> dg.MaterializeResult:
         started = time.perf_counter()
         batch = context.partition_key
-        drift = _drift(contamination_gate, reference, candidate_embeddings, embedder, generated_candidates, gates)
+        review_queue, reference = tables[REVIEW_QUEUE], tables["reference"]
         spec = recipe.seed_corpus
         inputs = BatchInputs(
             batch=batch,
-            candidates=generated_candidates,
-            gate_tables={"quality": quality_gate, "dedup": dedup_gate, "toxicity": toxicity_gate,
-                         "contamination": contamination_gate, "human_review": human_review},
+            candidates=tables[CANDIDATES],
+            gate_tables=ordered_tables(tables, stages),
             review_sample=review_queue,
-            review_verdicts=_verdicts(review_queue, human_review),
-            review_status=_review_status(context, batch),
+            review_verdicts=read_slice_verdicts(store, human.asset, batch) if len(review_queue) else pd.DataFrame(),
+            review_status=_review_status(context, batch, human.asset),
             recipe=recipe,
             gates=gates,
             seed_corpus_path=spec.path,
             seed_corpus_hash=file_hash(recipe.resolved(spec.path)),
-            seed_rows=len(seed_corpus),
+            seed_rows=len(tables[SEED_CORPUS]),
             taxonomy_version=spec.taxonomy_version,
             taxonomy_hash=taxonomy_hash(recipe),
             reference_path=gates.drift.reference_path,
             reference_hash=file_hash(resolve_path(gates.drift.reference_path)) if gates.drift.reference_path else None,
             reference_rows=len(reference),
-            drift=drift,
+            drift=findings_from_table(tables[DRIFT_FINDINGS]),
             eval_set_items=_eval_set_items(gates),
+            stages=tuple(stages),
         )
         folder = write_batch_handover(handover.base(), inputs, handover.signing_key())
         facts = read_card_facts(folder)
@@ -112,7 +107,7 @@ def build_handover_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Part
         )
 
     @dg.asset(
-        name="dataset_card",
+        name=DATASET_CARD,
         group_name=GROUP,
         kinds={"huggingface", "markdown"},
         deps=[handover_pack],
@@ -141,29 +136,10 @@ def build_handover_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Part
     return [handover_pack, dataset_card]
 
 
-def _drift(contamination_gate, reference, candidate_embeddings, embedder, generated_candidates, gates: GateConfig) -> dict | None:
-    """The drift findings the batch's checks reported, recomputed Dagster-free for the card (deterministic)."""
-    drift = gates.drift
-    rows = batch_rows(contamination_gate)
-    vectors = synthetic_embeddings(rows, drift, candidate_embeddings, embedder) if len(rows) >= drift.min_rows else None
-    expected = (reference if drift.bias.coverage_scope == "reference" else generated_candidates)
-    intents = expected["intent"].dropna().astype(str).tolist() if "intent" in expected.columns else []
-    return drift_findings(rows, reference, drift, vectors, reference_embeddings(reference), intents)
-
-
-def _verdicts(review_queue: pd.DataFrame, human_review: pd.DataFrame) -> pd.DataFrame:
-    """Per-slice verdicts from the stored sample (which carries each slice's plan) and the review columns."""
-    if not len(review_queue) or "review_verdict" not in human_review.columns:
-        return pd.DataFrame()
-    plans = review_queue.drop_duplicates("slice_key")[[c for c in SLICE_FRAME_COLUMNS if c in review_queue.columns]]
-    decided = human_review.loc[human_review["review_verdict"].notna(), ["row_id", "slice_key", "review_verdict"]]
-    return slice_verdicts(plans.reset_index(drop=True), decided.rename(columns={"review_verdict": "verdict"}))
-
-
-def _review_status(context: dg.AssetExecutionContext, batch: str) -> str:
-    """The human_review status recorded in this batch's latest materialization metadata."""
+def _review_status(context: dg.AssetExecutionContext, batch: str, asset: str) -> str:
+    """The human review status recorded in this batch's latest materialization metadata of ``asset``."""
     record = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("human_review"), asset_partitions=[batch]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[batch]), limit=1
     ).records
     if not record:
         return "unknown"

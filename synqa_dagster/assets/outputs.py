@@ -1,48 +1,57 @@
-"""The funnel's outputs: ``reject_log`` (every rejected row, with why), ``accepted_dataset``, ``dedup_index``."""
+"""The funnel's outputs: ``reject_log`` (every rejected row, with why), ``accepted_dataset``, ``dedup_index``.
+
+Both ``reject_log`` and ``accepted_dataset`` read every stage's decision table, in the registry's order
+(:data:`synqa_dagster.stages.STAGES`); the accepted split is the last stage's survivors.
+"""
 
 
 import time
+from typing import Sequence
 
 import dagster as dg
 import pandas as pd
 
-from synqa_dagster.assets.reporting import batch_asset_settings, table_metadata
 from synqa_dagster.config import GateConfig, Recipe
 from synqa_dagster.funnel import funnel_markdown, funnel_table
 from synqa_dagster.gates.base import rejects, survivors
 from synqa_dagster.gates.dedup import DedupGate
+from synqa_dagster.metadata import batch_asset_settings, table_metadata
+from synqa_dagster.stages import ACCEPTED, CANDIDATES, DEDUP_INDEX, REJECT_LOG, STAGES, GateStage, ordered_tables
 
 GROUP = "outputs"
 
 
-def build_output_assets(recipe: Recipe, gates: GateConfig, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def reject_log_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every rejected row of ``tables`` (gate name -> decision table, funnel order), with the same columns in every
+    batch whichever gates happened to reject something."""
+    parts = [rejects(t) for t in tables.values()]
+    log = pd.concat([p for p in parts if len(p)] or [parts[0]], ignore_index=True)
+    last = list(tables.values())[-1]
+    columns = list(dict.fromkeys(c for t in (*parts, last) for c in t.columns if c != "kept"))
+    return log.reindex(columns=columns)
+
+
+def build_output_assets(
+    recipe: Recipe, gates: GateConfig, partitions: dg.PartitionsDefinition, stages: Sequence[GateStage] = STAGES
+) -> list[dg.AssetsDefinition]:
     """``reject_log``, ``accepted_dataset`` and ``dedup_index`` for one recipe + gate config."""
     versions, common = batch_asset_settings(recipe, gates, partitions, GROUP)
+    gate_ins = {s.asset: dg.AssetIn(s.asset) for s in stages}
+    names = ", ".join(s.name for s in stages)
 
     @dg.asset(
-        name="reject_log",
+        name=REJECT_LOG,
+        ins=gate_ins,
         kinds={"parquet"},
         description=(
-            "Every rejected row of the batch (all five gates, human review included) with the gate that rejected it, the exact reason, the score and all "
-            "its lineage fields (kept for audit; nothing is deleted)."
+            f"Every rejected row of the batch (all {len(stages)} gates: {names}) with the gate that rejected it, the "
+            "exact reason, the score and all its lineage fields (kept for audit; nothing is deleted)."
         ),
         **common,
     )
-    def reject_log(
-        context: dg.AssetExecutionContext,
-        quality_gate: pd.DataFrame,
-        dedup_gate: pd.DataFrame,
-        toxicity_gate: pd.DataFrame,
-        contamination_gate: pd.DataFrame,
-        human_review: pd.DataFrame,
-    ):
+    def reject_log(context: dg.AssetExecutionContext, **tables: pd.DataFrame):
         started = time.perf_counter()
-        tables = (quality_gate, dedup_gate, toxicity_gate, contamination_gate, human_review)
-        parts = [rejects(t) for t in tables]
-        log = pd.concat([p for p in parts if len(p)] or [parts[0]], ignore_index=True)
-        # The same columns in every batch, whichever gates happened to reject something.
-        columns = list(dict.fromkeys(c for t in (*parts, human_review) for c in t.columns if c != "kept"))
-        log = log.reindex(columns=columns)
+        log = reject_log_table(ordered_tables(tables, stages))
         return dg.Output(
             log,
             metadata=table_metadata(
@@ -54,30 +63,21 @@ def build_output_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
         )
 
     @dg.asset(
-        name="accepted_dataset",
+        name=ACCEPTED,
+        ins={CANDIDATES: dg.AssetIn(CANDIDATES), **gate_ins},
         kinds={"parquet", "huggingface"},
         description=(
-            "The accepted training split of the batch: rows that passed every gate and human review, with their lineage and every "
+            "The accepted training split of the batch: rows that passed every gate, human review included, with their lineage and every "
             "gate's score. Loads with pandas, pyarrow and Hugging Face datasets."
         ),
         **common,
     )
-    def accepted_dataset(
-        context: dg.AssetExecutionContext,
-        generated_candidates: pd.DataFrame,
-        quality_gate: pd.DataFrame,
-        dedup_gate: pd.DataFrame,
-        toxicity_gate: pd.DataFrame,
-        contamination_gate: pd.DataFrame,
-        human_review: pd.DataFrame,
-    ):
+    def accepted_dataset(context: dg.AssetExecutionContext, **tables: pd.DataFrame):
         started = time.perf_counter()
-        accepted = survivors(human_review)
-        funnel = funnel_table(
-            len(generated_candidates),
-            {"quality": quality_gate, "dedup": dedup_gate, "toxicity": toxicity_gate, "contamination": contamination_gate,
-             "human_review": human_review},
-        )
+        generated_candidates = tables[CANDIDATES]
+        decisions = ordered_tables(tables, stages)
+        accepted = survivors(list(decisions.values())[-1])
+        funnel = funnel_table(len(generated_candidates), decisions)
         markdown = funnel_markdown(len(generated_candidates), funnel)
         context.log.info("funnel:\n" + markdown)
         return dg.Output(
@@ -92,7 +92,7 @@ def build_output_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
         )
 
     @dg.asset(
-        name="dedup_index",
+        name=DEDUP_INDEX,
         kinds={"datasketch", "parquet"},
         description=(
             "MinHash signatures of the batch's accepted rows: the persistent cross-batch dedup index. The dedup "

@@ -13,21 +13,21 @@ import time
 import dagster as dg
 import numpy as np
 
-from synqa_dagster.assets.reporting import table_metadata
+from synqa_dagster.metadata import table_metadata
+from synqa_dagster.common import file_hash
 from synqa_dagster.config import Recipe, canonical_hash
 from synqa_dagster.paths import resolve_path
 from synqa_dagster.resources import EmbedderResource
+from synqa_dagster.stages import REFERENCE_ASSET
 from synqa_dagster.stats.config import DriftConfig
+from synqa_dagster.stats.findings import probe_columns
 from synqa_dagster.stats.probes import frame_probes
 from synqa_dagster.stats.reference import load_reference_corpus
 
-REFERENCE_ASSET = "reference_corpus"
 
 
 def reference_code_version(drift: DriftConfig, recipe: Recipe | None = None) -> str:
     """``<file hash>.<hash of the settings that shape the table>`` (``missing`` when the file is absent)."""
-    from synqa_dagster.corpus.seeds import file_hash
-
     path = resolve_path(drift.reference_path)
     digest = file_hash(path) if path.is_file() else "missing"
     settings = {
@@ -35,6 +35,7 @@ def reference_code_version(drift: DriftConfig, recipe: Recipe | None = None) -> 
         "taxonomy_version": None if recipe is None else recipe.seed_corpus.taxonomy_version,
         "min_chars": drift.reference_min_chars,
         "max_chars": drift.reference_max_chars,
+        "knn": drift.knn,
     }
     return f"{digest}.{canonical_hash(settings, 8)}"
 
@@ -75,7 +76,9 @@ def build_reference_asset(
         model = embedder.embedder()
         vectors = model.encode(rows["text"].astype(str).tolist())
         rows = rows.assign(embedding=list(vectors))
-        probes = frame_probes(rows, "text")
+        # the reference side of every drift probe, computed once here (nn_distance leave-one-out on these vectors)
+        probes = frame_probes(rows, "text", vectors if len(rows) > 1 else None, k=drift.knn, is_reference=True)
+        rows = rows.assign(**probe_columns(probes))
         context.log.info(f"reference {corpus.path}: {len(rows)} rows valid, hash {corpus.content_hash}")
         return dg.Output(
             rows,

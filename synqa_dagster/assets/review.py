@@ -15,15 +15,18 @@ import time
 import dagster as dg
 import pandas as pd
 
+from typing import Sequence
+
 from synqa_dagster.assets.gates import run_gate
-from synqa_dagster.assets.reporting import batch_asset_settings, preview_markdown, table_metadata
 from synqa_dagster.config import GateConfig, Recipe, canonical_hash
 from synqa_dagster.gates.base import survivors
 from synqa_dagster.gates.human_review import HumanReviewGate
 from synqa_dagster.handover.batch import write_rollup
+from synqa_dagster.metadata import batch_asset_settings, preview_markdown, table_metadata
 from synqa_dagster.resources import HandoverResource, ReviewStoreResource, StoreResource
 from synqa_dagster.review.sampling import SLICE_FRAME_COLUMNS, draw_sample, guarantee_text
 from synqa_dagster.review.store import redact_url
+from synqa_dagster.stages import DRIFT_FINDINGS, REVIEW_QUEUE, SEED_CORPUS, STAGES, GateStage, held_tables, last_automatic
 
 GROUP = "review"
 #: What a reviewer sees of a row, besides its id, slice and position.
@@ -32,6 +35,25 @@ DISPLAY_COLUMNS = [
     "prompt_template_id", "generator_id",
 ]
 SAMPLE_COLUMNS = ["row_id", "slice_key", "sample_position", "sample_version"]
+#: The human stage's per-slice verdicts, stored beside its table.
+SLICE_VERDICTS_FILE = "slice_verdicts.json"
+
+
+def slice_verdicts_json(verdicts: pd.DataFrame) -> bytes:
+    """Per-slice verdicts as JSON records (what :func:`read_slice_verdicts` reads back)."""
+    return verdicts.to_json(orient="records", force_ascii=False).encode("utf-8")
+
+
+def read_slice_verdicts(store: StoreResource, asset: str, batch: str) -> pd.DataFrame:
+    """The per-slice verdicts the human stage stored for ``batch`` (empty when it stored none)."""
+    import io
+
+    try:
+        payload = store.store.read_bytes(asset, batch, SLICE_VERDICTS_FILE)
+    except (FileNotFoundError, OSError):
+        return pd.DataFrame()
+    frame = pd.read_json(io.BytesIO(payload), orient="records", dtype=False)
+    return frame
 
 
 def sample_version(batch: str, sample: pd.DataFrame, slices: pd.DataFrame, sampling: dict) -> str:
@@ -71,15 +93,26 @@ def _progress_metadata(progress) -> dict:
     }
 
 
-def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """``review_queue`` and ``human_review`` for one recipe + gate config."""
+def build_review_assets(
+    recipe: Recipe, gates: GateConfig, partitions: dg.PartitionsDefinition, stages: Sequence[GateStage] = STAGES
+) -> list[dg.AssetsDefinition]:
+    """``review_queue`` and ``human_review`` for one recipe + gate config.
+
+    Both read the survivors of the registry's last automatic stage; ``review_queue`` waits for ``drift_findings``
+    (a blocking ERROR finding stops the batch before a sample is pushed).
+    """
     review = gates.review
+    source = last_automatic(stages).asset
+    review_stage = next(s for s in stages if not s.automatic)
+    held = held_tables(stages)
     versions, common = batch_asset_settings(recipe, gates, partitions, GROUP)
     tier = review.sampling.risk_tier
     plan = review.sampling.tiers[tier]
 
     @dg.asset(
-        name="review_queue",
+        name=REVIEW_QUEUE,
+        ins={"tested": dg.AssetIn(source), SEED_CORPUS: dg.AssetIn(SEED_CORPUS)},
+        deps=[DRIFT_FINDINGS],
         kinds={"python", "sqlite", "parquet"},
         description=(
             f"The batch's human-review sample: risk tier '{tier}' ({plan.kind}), stratified by "
@@ -92,13 +125,13 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
     )
     def review_queue(
         context: dg.AssetExecutionContext,
-        contamination_gate: pd.DataFrame,
+        tested: pd.DataFrame,
         seed_corpus: pd.DataFrame,
         review_store: ReviewStoreResource,
     ):
         started = time.perf_counter()
         batch = context.partition_key
-        rows = survivors(contamination_gate)
+        rows = survivors(tested)
         seeds = dict(zip(seed_corpus["seed_id"], seed_corpus["text"])) if len(seed_corpus) else {}
         rows = rows.assign(seed_text=[seeds.get(s, "") for s in rows["seed_id"]]) if len(rows) else rows.assign(seed_text=pd.Series(dtype=str))
         if not review.enabled:
@@ -135,11 +168,12 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
         )
 
     @dg.asset(
-        name="human_review",
+        name=review_stage.asset,
+        ins={"tested": dg.AssetIn(source), REVIEW_QUEUE: dg.AssetIn(REVIEW_QUEUE)},
         kinds={"python", "parquet"},
         output_required=False,
         description=(
-            "Gate 5 — human review: rows a reviewer rejected are dropped with the reviewer's reason; a slice whose "
+            f"Gate {list(stages).index(review_stage) + 1} of {len(stages)} — human review: rows a reviewer rejected are dropped with the reviewer's reason; a slice whose "
             "sample defect count exceeds its acceptance number is rejected whole and returned to synthesis. "
             + ("Holds the batch (skips everything downstream) until the sample is complete or its deadline passes."
                if review.block_until_complete else
@@ -149,14 +183,14 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
     )
     def human_review(
         context: dg.AssetExecutionContext,
-        contamination_gate: pd.DataFrame,
+        tested: pd.DataFrame,
         review_queue: pd.DataFrame,
         review_store: ReviewStoreResource,
         store: StoreResource,
         handover: HandoverResource,
     ):
         batch = context.partition_key
-        rows = survivors(contamination_gate)
+        rows = survivors(tested)
         if not review.enabled or not len(review_queue):
             gate = HumanReviewGate(review.sampling.strata, review_queue, _empty_slices(), _empty_decisions())
             status = "not reviewed (review disabled)" if not review.enabled else "not reviewed (empty sample)"
@@ -172,9 +206,9 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
             deadline_passed = progress.deadline is not None and dt.datetime.now(dt.timezone.utc) >= progress.deadline
             if not progress.complete and review.block_until_complete and not deadline_passed:
                 context.log.info(f"awaiting review: {progress.decided}/{progress.total} decided; holding batch {batch}")
-                _withdraw(batch, store, handover, recipe, context)
+                _withdraw(batch, store, handover, recipe, context, held)
                 context.log_event(dg.AssetObservation(
-                    asset_key="human_review", partition=batch,
+                    asset_key=review_stage.asset, partition=batch,
                     metadata={"status": "awaiting review", **_progress_metadata(progress)},
                 ))
                 return
@@ -183,6 +217,8 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
             gate = HumanReviewGate(review.sampling.strata, review_queue, reviews.slices(batch),
                                    reviews.decisions(batch, sample_version=version))
         output = run_gate(context, gate, rows, versions)
+        # the per-slice verdicts, stored once beside the table (the handover card reads them; nothing recomputes them)
+        store.store.write_bytes(review_stage.asset, batch, slice_verdicts_json(gate.verdicts), SLICE_VERDICTS_FILE)
         table = pd.concat([output.value, gate.review_columns(rows).reset_index(drop=True)], axis=1)
         metadata = dict(output.metadata)
         metadata.update(review_status=status, **_verdict_metadata(gate))
@@ -191,13 +227,10 @@ def build_review_assets(recipe: Recipe, gates: GateConfig, partitions: dg.Partit
     return [review_queue, human_review]
 
 
-#: What a held batch must not keep from an earlier run: it would ship (or feed later batches' dedup) unreviewed.
-HELD_OUTPUTS = ("human_review", "reject_log", "accepted_dataset", "dedup_index")
-
-
-def _withdraw(batch: str, store: StoreResource, handover: HandoverResource, recipe: Recipe, context) -> None:
-    """Remove a held batch's earlier outputs and handover folder, and rewrite the roll-up without it."""
-    removed = [a for a in HELD_OUTPUTS if store.store.delete(a, batch)]
+def _withdraw(batch: str, store: StoreResource, handover: HandoverResource, recipe: Recipe, context, held: Sequence[str]) -> None:
+    """Remove a held batch's earlier outputs (:func:`synqa_dagster.stages.held_tables`: it would ship, or feed later
+    batches' dedup, unreviewed) and handover folder, and rewrite the roll-up without it."""
+    removed = [a for a in held if store.store.delete(a, batch)]
     folder = handover.base() / f"batch={batch}"
     if folder.is_dir():
         shutil.rmtree(folder)

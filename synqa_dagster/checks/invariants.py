@@ -8,7 +8,7 @@
 import dagster as dg
 import pandas as pd
 
-from synqa_dagster.assets.reporting import preview_markdown
+from synqa_dagster.metadata import preview_markdown
 from synqa_dagster.config import GateConfig
 from synqa_dagster.gates.contamination import exact_ngram_hits
 from synqa_dagster.resources import EmbedderResource, ScorerResource
@@ -72,7 +72,7 @@ def build_invariant_checks(gates: GateConfig, partitions: dg.PartitionsDefinitio
         partitions_def=partitions,
     )
     def no_eval_ngram_in_accepted(accepted_dataset: pd.DataFrame, scorers: ScorerResource, embedder: EmbedderResource):
-        gate = scorers.contamination_gate(gates.contamination, embedder.embedder())
+        gate = scorers.gate("contamination", gates, embedder)
         texts = accepted_dataset["text"].tolist() if len(accepted_dataset) else []
         hits = exact_ngram_hits(texts, gate.index)
         if len(hits):

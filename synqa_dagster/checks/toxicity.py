@@ -4,7 +4,8 @@
 import dagster as dg
 import pandas as pd
 
-from synqa_dagster.assets.reporting import preview_markdown
+from synqa_dagster.metadata import preview_markdown
+from synqa_dagster.stages import stage
 from synqa_dagster.config import GateConfig
 from synqa_dagster.gates.base import result_from_decisions
 from synqa_dagster.gates.toxicity import slice_toxicity_rates
@@ -16,7 +17,7 @@ def build_toxicity_checks(gates: GateConfig, partitions: dg.PartitionsDefinition
     severity = dg.AssetCheckSeverity.ERROR if config.escalation_severity == "ERROR" else dg.AssetCheckSeverity.WARN
 
     @dg.asset_check(
-        asset="toxicity_gate",
+        asset=stage("toxicity").asset,
         name="toxicity_slice_escalation",
         description=(
             f"Escalates the batch when a slice ({', '.join(config.slice_columns)}) of at least {config.slice_min_rows} "

@@ -11,13 +11,13 @@ bad corpus, so nothing downstream runs on it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from synqa_dagster.common import file_hash
 from synqa_dagster.corpus.taxonomy import Taxonomy, TaxonomyError, label_mapping, load_taxonomy
 
 REQUIRED_COLUMNS = ("seed_id", "label", "text", "locale")
@@ -45,15 +45,6 @@ class SeedCorpus:
     path: str
     content_hash: str
     taxonomy: Taxonomy
-
-
-def file_hash(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, first 16 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:

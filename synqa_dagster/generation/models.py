@@ -43,7 +43,7 @@ def model_path(spec: GeneratorSpec) -> Path:
 
 @lru_cache(maxsize=8)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    from synqa_dagster.lineage.pack import file_sha256
+    from synqa_dagster.common import file_sha256
 
     return file_sha256(Path(path))
 

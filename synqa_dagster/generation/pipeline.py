@@ -7,6 +7,9 @@ Graph (one branch per technique; every selected seed goes through every enabled 
                 ├─> magpie_single_turn      (Magpie, n_turns=1, steered by a per-seed system prompt)
                 └─> magpie_multi_turn       (Magpie, n_turns=N)
 
+Each branch is a registered technique (``synqa_dagster.generation.techniques.TECHNIQUES``, one module per
+technique: config model, branch, leaf, conversation extraction, template ids); this module only loops over them.
+
 Inputs: the batch's selected seed rows (``seed_id``, ``intent``, ``locale``, ``text``) and the recipe.
 Outputs: one candidate row per generated example with the lineage columns of :data:`CANDIDATE_COLUMNS`.
 
@@ -31,16 +34,17 @@ import pandas as pd
 from synqa_dagster.config import Recipe
 from synqa_dagster.corpus.taxonomy import Taxonomy
 from synqa_dagster.generation import models
-from synqa_dagster.generation.seeds import batch_seed, fill_template, stable_int
+from synqa_dagster.common import stable_int
+from synqa_dagster.generation.seeds import batch_seed, fill_template
+from synqa_dagster.generation.techniques import TECHNIQUES, BuildContext, Technique, by_leaf
+from synqa_dagster.generation.techniques.evol_instruct import EVOL_TEMPLATE_ID  # noqa: F401  (public name, kept)
+from synqa_dagster.generation.techniques.magpie import MAGPIE_PRE_QUERY_ID  # noqa: F401  (public name, kept)
 
 CANDIDATE_COLUMNS = [
     "row_id", "batch", "seed_id", "intent", "taxonomy_version", "locale", "technique", "instruction", "response",
     "conversation", "text", "n_turns", "generator_id", "generator_version", "prompt_template_id",
     "response_template_id", "sampling", "recipe_hash", "created_at",
 ]
-
-EVOL_TEMPLATE_ID = "evol_instruct.builtin.distilabel-1.5.3"
-MAGPIE_PRE_QUERY_ID = "magpie.pre_query.chatml"
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,19 @@ def offline_environment(cache_root: Path) -> dict[str, str]:
     }
 
 
-def seed_inputs(recipe: Recipe, seeds: pd.DataFrame, taxonomy: Taxonomy) -> list[dict[str, Any]]:
-    """One input dict per seed for the pipeline (system prompts filled from the recipe's templates)."""
-    magpie_tpl = recipe.template(recipe.techniques.magpie.system_template_id)
-    response_tpl = recipe.template(recipe.response_template_id)
+def seed_inputs(
+    recipe: Recipe, seeds: pd.DataFrame, taxonomy: Taxonomy, techniques: tuple[Technique, ...] = TECHNIQUES
+) -> list[dict[str, Any]]:
+    """One input dict per seed for the pipeline (system prompts filled from the recipe's templates).
+
+    Columns: ``seed_id``, ``intent``, ``locale``, ``seed_text``, each registered technique's
+    :meth:`~Technique.input_columns` (filled whether or not the technique is enabled), ``response_system_prompt``.
+    """
+    columns: dict[str, str] = {}
+    for technique in techniques:
+        columns.update(technique.input_columns(recipe))
+    columns["response_system_prompt"] = recipe.response_template_id
+    templates = {column: recipe.template(template_id) for column, template_id in columns.items()}
     rows = []
     for seed in seeds.itertuples(index=False):
         values = dict(
@@ -78,29 +91,20 @@ def seed_inputs(recipe: Recipe, seeds: pd.DataFrame, taxonomy: Taxonomy) -> list
             intent_description=taxonomy.descriptions.get(seed.intent, seed.intent),
             seed_text=seed.text,
         )
-        rows.append(
-            {
-                "seed_id": seed.seed_id,
-                "intent": seed.intent,
-                "locale": seed.locale,
-                "seed_text": seed.text,
-                "system_prompt": fill_template(magpie_tpl, **values),
-                "response_system_prompt": fill_template(response_tpl, **values),
-            }
-        )
+        row = {"seed_id": seed.seed_id, "intent": seed.intent, "locale": seed.locale, "seed_text": seed.text}
+        row.update((column, fill_template(template, **values)) for column, template in templates.items())
+        rows.append(row)
     return rows
 
 
-def build_pipeline(recipe: Recipe, inputs: list[dict[str, Any]], seed: int, cache_dir: Path):
-    """The distilabel ``Pipeline`` for one batch (not yet run)."""
+def build_pipeline(
+    recipe: Recipe, inputs: list[dict[str, Any]], seed: int, cache_dir: Path, techniques: tuple[Technique, ...] = TECHNIQUES
+):
+    """The distilabel ``Pipeline`` for one batch (not yet run): ``load_seeds`` plus one branch per enabled technique."""
     from distilabel.pipeline import Pipeline
-    from distilabel.steps import ExpandColumns, LoadDataFromDicts
-    from distilabel.steps.tasks import ChatGeneration, Magpie, SelfInstruct
-
-    from synqa_dagster.generation.steps import BuildResponseMessages, KeepFirstInstructions, SeededEvolInstruct
+    from distilabel.steps import LoadDataFromDicts
 
     spec = recipe.generator
-    techniques = recipe.techniques
 
     def llm(step: str, magpie: bool = False):
         # One seed per step: otherwise Magpie single- and multi-turn would open with the same exchange.
@@ -109,58 +113,14 @@ def build_pipeline(recipe: Recipe, inputs: list[dict[str, Any]], seed: int, cach
         client.generation_kwargs = models.generation_kwargs(spec, step_seed)
         return client
 
+    by_leaf(techniques)  # leaf names must be unique
     with Pipeline(name=f"synqa-{recipe.name}", cache_dir=str(cache_dir)) as pipeline:
         load = LoadDataFromDicts(name="load_seeds", data=inputs, batch_size=max(1, len(inputs)))
-        if techniques.self_instruct.enabled:
-            si = techniques.self_instruct
-            self_instruct = SelfInstruct(
-                name="self_instruct",
-                llm=llm("self_instruct"),
-                num_instructions=si.num_instructions,
-                criteria_for_query_generation=recipe.template(si.criteria_template_id),
-                application_description=si.application_description,
-                input_mappings={"input": "seed_text"},
-            )
-            keep = KeepFirstInstructions(name="keep_first_instructions", num_instructions=si.num_instructions)
-            expand = ExpandColumns(name="expand_instructions", columns={"instructions": "instruction"})
-            messages = BuildResponseMessages(name="build_si_messages")
-            respond = ChatGeneration(name="respond_self_instruct", llm=llm("respond_self_instruct"))
-            load >> self_instruct >> keep >> expand >> messages >> respond
-        if techniques.evol_instruct.enabled:
-            evol = SeededEvolInstruct(
-                name="evol_instruct",
-                llm=llm("evol_instruct"),
-                num_evolutions=techniques.evol_instruct.steps,
-                seed=stable_int("evol", seed, bits=31),
-                input_mappings={"instruction": "seed_text"},
-            )
-            messages = BuildResponseMessages(name="build_evol_messages", input_mappings={"instruction": "evolved_instruction"})
-            respond = ChatGeneration(name="respond_evol_instruct", llm=llm("respond_evol_instruct"))
-            load >> evol >> messages >> respond
-        magpie = techniques.magpie
-        if magpie.enabled and magpie.single_turn:
-            load >> Magpie(name="magpie_single_turn", llm=llm("magpie_single_turn", magpie=True), n_turns=1)
-        if magpie.enabled and magpie.multi_turn:
-            load >> Magpie(name="magpie_multi_turn", llm=llm("magpie_multi_turn", magpie=True), n_turns=magpie.n_turns)
+        context = BuildContext(recipe=recipe, seed=seed, load=load, llm=llm)
+        for technique in techniques:
+            if technique.enabled(recipe):
+                technique.build(context)
     return pipeline
-
-
-_LEAVES = {
-    "respond_self_instruct": "self_instruct",
-    "respond_evol_instruct": "evol_instruct",
-    "magpie_single_turn": "magpie_single_turn",
-    "magpie_multi_turn": "magpie_multi_turn",
-}
-
-
-def _conversation(record: dict[str, Any], leaf: str) -> list[dict[str, str]]:
-    if leaf == "respond_self_instruct":
-        return [{"role": "user", "content": record.get("instruction")}, {"role": "assistant", "content": record.get("generation")}]
-    if leaf == "respond_evol_instruct":
-        return [{"role": "user", "content": record.get("evolved_instruction")}, {"role": "assistant", "content": record.get("generation")}]
-    if leaf == "magpie_single_turn":
-        return [{"role": "user", "content": record.get("instruction")}, {"role": "assistant", "content": record.get("response")}]
-    return [dict(role=m["role"], content=m["content"]) for m in record.get("conversation") or [] if m.get("role") != "system"]
 
 
 def candidate_rows(
@@ -170,22 +130,20 @@ def candidate_rows(
     outputs: dict[str, list[dict[str, Any]]],
     generator_id: str,
     generator_version: str,
+    techniques: tuple[Technique, ...] = TECHNIQUES,
 ) -> pd.DataFrame:
-    """Turn the pipeline's leaf outputs into candidate rows with lineage, content-derived ids, stable order."""
+    """Turn the pipeline's leaf outputs (``leaf step name -> records``) into candidate rows with lineage,
+    content-derived ids, stable order; each leaf's technique gives the conversation and the template ids."""
     sampling = json.dumps(recipe.generator.sampling.model_dump(mode="json") | {"seed": batch_seed(recipe, batch)}, sort_keys=True)
-    template_ids = {
-        "self_instruct": recipe.techniques.self_instruct.criteria_template_id,
-        "evol_instruct": EVOL_TEMPLATE_ID,
-        "magpie_single_turn": recipe.techniques.magpie.system_template_id,
-        "magpie_multi_turn": recipe.techniques.magpie.system_template_id,
-    }
+    leaves = by_leaf(techniques)
     recipe_hash = recipe.content_hash()
     rows = []
     for leaf, records in outputs.items():
-        technique = _LEAVES[leaf]
-        uses_response_template = technique in ("self_instruct", "evol_instruct")
+        technique = leaves[leaf]
+        prompt_template_id = technique.prompt_template_id(recipe)
+        response_template_id = technique.response_template_id(recipe)
         for record in records:
-            turns = [{"role": t["role"], "content": (t["content"] or "").strip()} for t in _conversation(record, leaf)]
+            turns = [{"role": t["role"], "content": (t["content"] or "").strip()} for t in technique.conversation(record)]
             instruction = next((t["content"] for t in turns if t["role"] == "user"), "")
             response = next((t["content"] for t in turns if t["role"] == "assistant"), "")
             conversation = json.dumps(turns, ensure_ascii=False, sort_keys=True)
@@ -196,7 +154,7 @@ def candidate_rows(
                     "intent": record["intent"],
                     "taxonomy_version": recipe.seed_corpus.taxonomy_version,
                     "locale": record["locale"],
-                    "technique": technique,
+                    "technique": technique.name,
                     "instruction": instruction,
                     "response": response,
                     "conversation": conversation,
@@ -204,8 +162,8 @@ def candidate_rows(
                     "n_turns": sum(t["role"] == "user" for t in turns),
                     "generator_id": generator_id,
                     "generator_version": generator_version,
-                    "prompt_template_id": template_ids[technique],
-                    "response_template_id": recipe.response_template_id if uses_response_template else template_ids[technique],
+                    "prompt_template_id": prompt_template_id,
+                    "response_template_id": response_template_id,
                     "sampling": sampling,
                     "recipe_hash": recipe_hash,
                     "created_at": created_at,
@@ -248,7 +206,7 @@ def generate_candidates(
         _disable_citation_lookup()
         seed = batch_seed(recipe, batch)
         generator_id, generator_version = models.generator_identity(recipe.generator)
-        if recipe.generator.backend == "llamacpp" and recipe.techniques.magpie.enabled:
+        if recipe.generator.backend == "llamacpp" and any(t.uses_magpie and t.enabled(recipe) for t in TECHNIQUES):
             models.tokenizer_dir(recipe.generator)  # build once, before the step processes start
         inputs = seed_inputs(recipe, seeds, taxonomy)
         started = time.perf_counter()
@@ -257,7 +215,7 @@ def generate_candidates(
         seconds = time.perf_counter() - started
         outputs: dict[str, list[dict[str, Any]]] = {}
         tokens = 0
-        for leaf in _LEAVES:
+        for leaf in by_leaf(TECHNIQUES):
             if leaf in distiset:
                 records = distiset[leaf]["train"].to_list()
                 outputs[leaf] = records

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 import pandas as pd
 
+from synqa_dagster.common import stable_int
 from synqa_dagster.config import TEMPLATE_FIELDS, Recipe
-
-
-def stable_int(*parts: object, bits: int = 32) -> int:
-    """A stable non-negative integer from ``parts`` (SHA-256; independent of PYTHONHASHSEED and platform)."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % (1 << bits)
 
 
 def batch_seed(recipe: Recipe, batch: str) -> int:

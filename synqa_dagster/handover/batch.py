@@ -36,12 +36,12 @@ from synqa_dagster.handover.card import (
     file_facts, funnel_facts, gate_facts, gate_thresholds, generator_facts, languages_from_locales, render_card,
 )
 from synqa_dagster.handover.funnel_chart import funnel_chart_png, funnel_report_markdown
-from synqa_dagster.handover.records import GATE_TABLES, lineage_records
+from synqa_dagster.handover.records import lineage_records
 from synqa_dagster.lineage.canonical import canonical_json
 from synqa_dagster.lineage.keys import SigningKey
-from synqa_dagster.lineage.pack import (
-    LEAF_CONSTRUCTION, MANIFEST_FILE, PUBLIC_KEY_FILE, atomic_write_bytes, compute_lineage, write_signed_pack,
-)
+from synqa_dagster.common import atomic_write_bytes
+from synqa_dagster.lineage.pack import LEAF_CONSTRUCTION, MANIFEST_FILE, PUBLIC_KEY_FILE, compute_lineage, write_signed_pack
+from synqa_dagster.stages import STAGES, GateStage
 
 SEED_ORIGIN = "ours: written by the synqa team for the demo (real human-written text, not generated)"
 REFERENCE_ORIGIN = "ours: a sample of real-style customer messages written by the synqa team (not generated)"
@@ -53,14 +53,15 @@ class BatchInputs:
 
     Attributes:
         batch: the batch (partition) key.
-        candidates: ``generated_candidates``; gate_tables: gate name -> decision table (funnel order, human review
-            last, with its review columns); review_sample: the ``review_queue`` sample; review_verdicts: per-slice
+        candidates: ``generated_candidates``; gate_tables: gate name -> decision table (the registry's order,
+            human review last, with its review columns); review_sample: the ``review_queue`` sample; review_verdicts: per-slice
             verdicts (:func:`synqa_dagster.review.sampling.slice_verdicts`); review_status: complete / pending /
             deadline passed / not reviewed...
         recipe / gates: the validated configs (with ``source_path`` = the files that ran).
         seed_corpus_path / seed_corpus_hash / seed_rows / taxonomy_version / taxonomy_hash: the seed corpus.
         reference_path / reference_hash / reference_rows: the drift reference; drift: drift findings (JSON-able) or None.
         eval_set_items: eval set name -> item count.
+        stages: the stage registry the batch ran (:data:`synqa_dagster.stages.STAGES`).
     """
 
     batch: str
@@ -81,6 +82,13 @@ class BatchInputs:
     reference_rows: int | None
     drift: dict[str, Any] | None
     eval_set_items: dict[str, int]
+    stages: tuple[GateStage, ...] = STAGES
+
+    @property
+    def review_table(self) -> pd.DataFrame:
+        """The decision table of the human stage (with its review columns)."""
+        human = next(s for s in self.stages if not s.automatic)
+        return self.gate_tables[human.name]
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
@@ -94,7 +102,7 @@ def _json(obj: Any) -> bytes:
 def review_facts(inputs: BatchInputs) -> ReviewFacts:
     """What the card says about human review, from the review columns of the human_review table."""
     review = inputs.gates.review
-    table = inputs.gate_tables["human_review"]
+    table = inputs.review_table
     if not review.enabled or not len(inputs.review_sample):
         return ReviewFacts(status="not_reviewed", plan="human review disabled in the gate config" if not review.enabled else None)
     from synqa_dagster.review.sampling import guarantee_text
@@ -124,8 +132,7 @@ def card_facts(inputs: BatchInputs, accepted_rows: pd.DataFrame, lineage: Lineag
 
     recipe, gates = inputs.recipe, inputs.gates
     funnel = funnel_table(len(inputs.candidates), inputs.gate_tables)
-    configs = {"quality": gates.quality, "dedup": gates.dedup, "toxicity": gates.toxicity,
-               "contamination": gates.contamination, "human_review": gates.review.sampling}
+    configs = {s.name: s.config(gates) for s in inputs.stages}
     gate_list = [gate_facts(g, t, gate_thresholds(configs[g])) for g, t in inputs.gate_tables.items()]
     cont = gates.contamination
     rejected = len(inputs.candidates) - len(accepted_rows)
@@ -286,4 +293,4 @@ def read_card_facts(folder: Path) -> CardFacts:
     return CardFacts.model_validate_json((folder / "card_facts.json").read_text(encoding="utf-8"))
 
 
-__all__ = ["BatchInputs", "GATE_TABLES", "card_facts", "read_card_facts", "review_facts", "write_batch_handover", "write_rollup"]
+__all__ = ["BatchInputs", "card_facts", "read_card_facts", "review_facts", "write_batch_handover", "write_rollup"]

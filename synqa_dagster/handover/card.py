@@ -21,7 +21,6 @@ References:
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import re
@@ -30,75 +29,12 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-# ------------------------------------------------------------------------------------------- escaping helpers
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|~])")
-_SAFE_CODE = re.compile(r"[A-Za-z0-9._:/=+@,\-]+")
-
-
-def md_escape(value: Any, max_chars: int | None = None) -> str:
-    """``value`` as inert inline markdown text: one line, markdown syntax backslash-escaped, HTML as entities.
-
-    Control characters and newlines become spaces (a value can never start a new block, a table row, a heading
-    or a ``---`` front-matter fence), ``\\ ` * _ { } [ ] ( ) # + - ! | ~`` are backslash-escaped (so ``|``
-    cannot split a table cell) and ``& < >`` become HTML entities (so ``<script>`` is shown, never run).
-    ``max_chars`` truncates (before escaping) with an ellipsis. ``None`` gives an empty string.
-    """
-    text = "" if value is None else str(value)
-    text = " ".join(_CONTROL.sub(" ", text).split())
-    if max_chars is not None and len(text) > max_chars:
-        text = text[: max(1, max_chars - 1)] + "…"
-    text = _MD_SPECIAL.sub(r"\\\1", text)
-    return html.escape(text, quote=False)
-
-
-def md_code(value: Any) -> str:
-    """``value`` as an inline code span when it is a plain token (hashes, ids, paths: letters, digits and
-    ``. _ : / = + @ , -``), else as :func:`md_escape` text (a code span shows backslashes and entities literally,
-    so it cannot hold escaped hostile text)."""
-    text = "" if value is None else str(value)
-    return f"`{text}`" if _SAFE_CODE.fullmatch(text) else md_escape(text)
-
-
-def md_link_target(path: str) -> str:
-    """A relative link target: percent-encoded so spaces, brackets or quotes in a file name cannot break out."""
-    from urllib.parse import quote
-
-    return quote(str(path), safe="/._-")
-
-
-def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None, escape: bool = True) -> str:
-    """A GitHub-flavoured markdown table; cells are escaped with :func:`md_escape` unless ``escape`` is False
-    (then the caller has escaped them); ``header`` is our own text, written as is. ``align`` is one letter per
-    column: ``l`` or ``r``."""
-    cells = [[md_escape(c) if escape else ("" if c is None else str(c)) for c in row] for row in rows]
-    align = align or "l" * len(header)
-    sep = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines)
-
-
-def _single_line(value: Any) -> Any:
-    """Front-matter values: strings on one line (no fence can appear), containers recursively."""
-    if isinstance(value, dict):
-        return {str(k): _single_line(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_single_line(v) for v in value]
-    if isinstance(value, str):
-        return " ".join(_CONTROL.sub(" ", value).split())
-    return value
-
-
-def front_matter(data: dict[str, Any]) -> str:
-    """``---``-fenced YAML (``yaml.safe_dump``, single-line strings, key order kept)."""
-    dumped = yaml.safe_dump(_single_line(data), sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=False)
-    return f"---\n{dumped}---\n"
-
+from synqa_dagster.common import file_sha256
+from synqa_dagster.handover.funnel_chart import funnel_report_markdown
+# The markdown helpers live in .markdown (shared with .funnel_chart); re-exported here as the card's public API.
+from synqa_dagster.handover.markdown import front_matter, md_code, md_escape, md_link_target, md_table
 
 # ------------------------------------------------------------------------------------------------- the facts
 
@@ -443,17 +379,10 @@ def funnel_frame(stages: Sequence[FunnelStage]) -> pd.DataFrame:
     return pd.DataFrame([s.model_dump() for s in stages], columns=list(FunnelStage.model_fields))
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (the same digest the signed manifest records)."""
-    from synqa_dagster.lineage.pack import file_sha256
-
-    return file_sha256(Path(path))
-
-
 def file_facts(path: Path, root: Path, rows: int | None = None, description: str = "") -> FileFacts:
     """:class:`FileFacts` of ``path`` (named relative to ``root``)."""
     path = Path(path)
-    return FileFacts(path=path.relative_to(root).as_posix(), sha256=sha256_file(path), bytes=path.stat().st_size,
+    return FileFacts(path=path.relative_to(root).as_posix(), sha256=file_sha256(path), bytes=path.stat().st_size,
                      rows=rows, description=description)
 
 
@@ -811,8 +740,6 @@ def _section_lineage(f: CardFacts) -> list[str]:
 
 
 def _section_funnel(f: CardFacts) -> list[str]:
-    from synqa_dagster.handover.funnel_chart import funnel_report_markdown
-
     out = ["## Funnel", ""]
     if not f.funnel:
         return out + ["Not recorded.", ""]

@@ -13,7 +13,7 @@ import io
 
 import pandas as pd
 
-from synqa_dagster.handover.card import md_escape, md_table
+from synqa_dagster.handover.markdown import md_escape, md_table
 
 FIGSIZE = (8.0, 4.5)
 DPI = 100

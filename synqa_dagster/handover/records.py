@@ -17,17 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from synqa_dagster.common import jsonable
 from synqa_dagster.lineage.pack import content_digests
-from synqa_dagster.stats.findings import jsonable
-
-#: Gates in funnel order: name -> the asset holding its decision table.
-GATE_TABLES = {
-    "quality": "quality_gate",
-    "dedup": "dedup_gate",
-    "toxicity": "toxicity_gate",
-    "contamination": "contamination_gate",
-    "human_review": "human_review",
-}
 #: The data fields of a row (what is trained on); each is digested into the row's lineage record.
 DATA_FIELDS = ("instruction", "response", "messages", "text")
 #: Descriptive columns shipped next to the data fields in accepted.jsonl / rejected.jsonl.
@@ -100,8 +91,8 @@ def lineage_records(
 
     Args:
         candidates: the batch's ``generated_candidates``.
-        gate_tables: gate name -> its stored decision table (:data:`GATE_TABLES` order); ``human_review`` also
-            carries the review columns (``review_sampled``, ``review_verdict``, ``review_reason_category``,
+        gate_tables: gate name -> its stored decision table (the registry's order, :data:`synqa_dagster.stages.STAGES`);
+            the human stage's table also carries the review columns (``review_sampled``, ``review_verdict``, ``review_reason_category``,
             ``reviewer_id_hashed``, ``slice_key``).
         gate_config_hash / seed_corpus_hash: versions that every record names.
 
@@ -109,7 +100,8 @@ def lineage_records(
         ``(records, accepted_rows, rejected_rows)``; a data row's ``content_digests`` equal its record's.
     """
     indexed = {g: t.set_index("row_id", drop=False) for g, t in gate_tables.items()}
-    review = indexed.get("human_review")
+    # the human stage's table is the one carrying the review columns
+    review = next((t for t in indexed.values() if "review_sampled" in t.columns), None)
     records, accepted, rejected = [], [], []
     for _, row in candidates.sort_values("row_id").iterrows():
         row_id = str(row["row_id"])

@@ -35,6 +35,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from synqa_dagster.paths import default_signing_key_path
+
 __all__ = [
     "SigningKeyError", "SigningKey", "load_signing_key", "public_key_from_pem", "key_id_of", "raw_public_bytes",
     "load_or_create_secret", "hmac_id", "DEFAULT_ENV_VAR",
@@ -207,8 +209,6 @@ def load_signing_key(key_path: str | os.PathLike[str] | None = None, env_var: st
         path = Path(key_path).expanduser()
         return _load_key_file(path, str(path))
     if default_path is None:
-        from synqa_dagster.paths import default_signing_key_path
-
         default_path = default_signing_key_path()
     default_path = Path(default_path)
     if not default_path.exists():

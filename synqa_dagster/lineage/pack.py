@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from synqa_dagster.common import atomic_write_bytes, file_sha256
 
 from .canonical import CanonicalJSONError, canonical_json, child_path, digest_of
 from .dsse import IN_TOTO_PAYLOAD_TYPE, make_statement, sign_envelope
@@ -51,7 +51,7 @@ from .merkle import MerkleTree, leaf_hash
 
 __all__ = [
     "LINEAGE_FILE", "PROOFS_FILE", "MANIFEST_FILE", "PUBLIC_KEY_FILE", "MERKLE_ROOT_SUBJECT", "RESERVED_NAMES",
-    "MERKLE_TREE", "LEAF_CONSTRUCTION", "PREDICATE_KEYS", "PackManifest", "atomic_write_bytes", "file_sha256",
+    "MERKLE_TREE", "LEAF_CONSTRUCTION", "PREDICATE_KEYS", "PackManifest",
     "content_digests", "field_digests", "leaf_data", "record_leaf", "compute_lineage", "write_signed_pack",
     "check_data_name", "is_row_id", "is_plain_file_inside",
 ]
@@ -92,29 +92,6 @@ class PackManifest:
     files: dict[str, str] = field(default_factory=dict)
     statement: dict[str, Any] = field(default_factory=dict)
     envelope: dict[str, Any] = field(default_factory=dict)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, fsync, then ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 hex of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_row_id(value: Any) -> bool:

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synqa_dagster.common import file_sha256
+
 from .canonical import CanonicalJSONError, digest_of
 from .dsse import (
     BadSignatureError, MalformedEnvelopeError, UnknownKeyIdError, decode_payload, parse_statement, verify_envelope,
@@ -41,8 +43,8 @@ from .dsse import (
 from .keys import SigningKeyError, key_id_of, public_key_from_pem
 from .merkle import MerkleTree, leaf_hash, verify_inclusion
 from .pack import (
-    LINEAGE_FILE, MANIFEST_FILE, MERKLE_ROOT_SUBJECT, PROOFS_FILE, PUBLIC_KEY_FILE, check_data_name, file_sha256,
-    is_plain_file_inside, is_row_id, leaf_data, record_leaf,
+    LINEAGE_FILE, MANIFEST_FILE, MERKLE_ROOT_SUBJECT, PROOFS_FILE, PUBLIC_KEY_FILE, check_data_name, is_plain_file_inside,
+    is_row_id, leaf_data, record_leaf,
 )
 
 __all__ = ["Problem", "VerifyReport", "verify_pack", "main"]

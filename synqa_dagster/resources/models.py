@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
+from typing import Any
 
 import dagster as dg
 
 from synqa_dagster.embedding import Embedder
-from synqa_dagster.gates.contamination import ContaminationGate, ContaminationGateConfig
-from synqa_dagster.gates.toxicity import ToxicityGate, ToxicityGateConfig
+from synqa_dagster.gates.base import Gate
+from synqa_dagster.stages import stage
 
 
 class EmbedderResource(dg.ConfigurableResource):
@@ -34,24 +34,13 @@ def _embedder(model_path: str | None, batch_size: int) -> Embedder:
 
 
 class ScorerResource(dg.ConfigurableResource):
-    """Builds the toxicity scorers (profanity-check, Detoxify) and the contamination index once per config.
+    """Builds each stage's gate once per configuration (the toxicity scorers, the contamination index...).
 
-    The backend, thresholds and checkpoint paths come from the gate config (``gates/*.yaml``, section
-    ``toxicity``): Detoxify loads only from a configured checkpoint unless ``allow_download`` is set.
+    The backend, thresholds and checkpoint paths come from the gate config (``gates/*.yaml``): Detoxify loads only
+    from a configured checkpoint unless ``allow_download`` is set. The gates themselves are built and cached by the
+    stage registry (:mod:`synqa_dagster.stages`); this resource is how Dagster code asks for one.
     """
 
-    def toxicity_gate(self, config: ToxicityGateConfig) -> ToxicityGate:
-        return _toxicity_gate(config.model_dump_json())
-
-    def contamination_gate(self, config: ContaminationGateConfig, embedder: Embedder | None) -> ContaminationGate:
-        return _contamination_gate(config.model_dump_json(), embedder)
-
-
-@lru_cache(maxsize=4)
-def _toxicity_gate(config_json: str) -> ToxicityGate:
-    return ToxicityGate(ToxicityGateConfig.model_validate(json.loads(config_json)))
-
-
-@lru_cache(maxsize=4)
-def _contamination_gate(config_json: str, embedder: Embedder | None) -> ContaminationGate:
-    return ContaminationGate(ContaminationGateConfig.model_validate(json.loads(config_json)), embedder=embedder)
+    def gate(self, stage_name: str, gates: Any, embedder: Any) -> Gate:
+        """The gate of registry stage ``stage_name`` configured from ``gates``; ``embedder`` has ``.embedder()``."""
+        return stage(stage_name).build(gates, embedder)

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from synqa_dagster.lineage.keys import load_signing_key
 from synqa_dagster.paths import default_handover_base, default_review_store_url, default_signing_key_path, reviewer_hmac_key_path
+from synqa_dagster.review.identity import reviewer_hasher
+from synqa_dagster.review.store import ReviewStore
 
 
 class ReviewStoreResource(dg.ConfigurableResource):
@@ -24,14 +27,10 @@ class ReviewStoreResource(dg.ConfigurableResource):
 
     def store(self):
         """An open :class:`synqa_dagster.review.store.ReviewStore` (schema ensured)."""
-        from synqa_dagster.review.store import ReviewStore
-
         return ReviewStore.from_url(self.resolved_url())
 
     def reviewer_hash(self):
         """The keyed HMAC that stands in for a reviewer id everywhere outside the reviewers table."""
-        from synqa_dagster.review.cli import reviewer_hasher
-
         return reviewer_hasher(reviewer_hmac_key_path())
 
 
@@ -52,6 +51,4 @@ class HandoverResource(dg.ConfigurableResource):
         return Path(self.base_path).resolve() if self.base_path else default_handover_base()
 
     def signing_key(self):
-        from synqa_dagster.lineage.keys import load_signing_key
-
         return load_signing_key(self.signing_key_path or None, default_path=default_signing_key_path())

@@ -15,12 +15,12 @@ and ``<instance>/keys/review_session.key`` (signs session cookies); ``<instance>
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
-from synqa_dagster.paths import default_review_store_url, keys_dir, reviewer_hmac_key_path
+from synqa_dagster.paths import default_review_store_url
+from synqa_dagster.review.csv_io import export_csv, import_csv
+from synqa_dagster.review.identity import reviewer_hasher
+from synqa_dagster.review.store import ReviewStore, UnknownBatchError, redact_url
 
 STORE_ENV = "SYNQA_REVIEW_STORE"
 
@@ -28,19 +28,6 @@ STORE_ENV = "SYNQA_REVIEW_STORE"
 def default_store_url() -> str:
     """``$SYNQA_REVIEW_STORE``, else ``sqlite:///<instance>/review/review.db``."""
     return default_review_store_url()
-
-
-def default_key_paths() -> tuple[Path, Path]:
-    """(reviewer-id HMAC secret, session-cookie secret) under ``<instance>/keys/``."""
-    return reviewer_hmac_key_path(), keys_dir() / "review_session.key"
-
-
-def reviewer_hasher(key_path: Path | None = None) -> Callable[[str], str]:
-    """``reviewer_id -> hmac_id(secret, reviewer_id)`` with the instance's reviewer HMAC secret."""
-    from synqa_dagster.lineage.keys import hmac_id, load_or_create_secret
-
-    secret = load_or_create_secret(Path(key_path or default_key_paths()[0]))
-    return lambda reviewer_id: hmac_id(secret, reviewer_id)
 
 
 def configure_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -73,12 +60,10 @@ def configure_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``review`` sub-command in ``args``; returns the exit status (0 ok, 1 failed, 2 bad input)."""
-    from synqa_dagster.review.store import ReviewStore, UnknownBatchError
-
     url = args.store or default_store_url()
     command = args.review_command
     if command == "serve":
-        from synqa_dagster.review.webapp import serve
+        from synqa_dagster.review.webapp import serve  # here: starlette, jinja2 and uvicorn only for `serve`
 
         print(f"review app on http://{args.host}:{args.port}/ (store {_redacted(url)})", flush=True)
         serve(url, args.host, args.port, secure_cookies=args.secure_cookies)
@@ -92,14 +77,10 @@ def run(args: argparse.Namespace) -> int:
         if command == "progress":
             return _print_progress(store, args.batch)
         if command == "export":
-            from synqa_dagster.review.csv_io import export_csv
-
             count = export_csv(store, args.batch, args.path)
             print(f"exported {count} undecided items of batch {args.batch} to {args.path}")
             return 0
         if command == "import":
-            from synqa_dagster.review.csv_io import import_csv
-
             result = import_csv(store, args.path, reviewer_hasher())
             for error in result.errors:
                 print(error, file=sys.stderr)
@@ -128,8 +109,6 @@ def _print_progress(store, batch: str | None) -> int:
 
 
 def _redacted(url: str) -> str:
-    from synqa_dagster.review.store import redact_url
-
     return redact_url(url)
 
 

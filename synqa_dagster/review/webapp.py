@@ -40,6 +40,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from synqa_dagster.lineage.keys import load_or_create_secret
+from synqa_dagster.review.identity import default_key_paths, reviewer_hasher
 from synqa_dagster.review.store import (
     MAX_REASON_TEXT, REASON_CATEGORIES, REASON_LABELS, ReviewStore, UnknownBatchError,
 )
@@ -346,9 +348,6 @@ def serve(store_url: str, host: str = "127.0.0.1", port: int = 8765, *, hmac_key
         secure_cookies: mark cookies Secure (behind HTTPS).
     """
     import uvicorn
-
-    from synqa_dagster.lineage.keys import load_or_create_secret
-    from synqa_dagster.review.cli import default_key_paths, reviewer_hasher
 
     default_hmac, default_session = default_key_paths()
     reviewer_hash = reviewer_hasher(Path(hmac_key_path or default_hmac))

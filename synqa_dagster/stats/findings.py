@@ -18,6 +18,7 @@ References: see :mod:`synqa_dagster.stats.tests` (KS, chi-squared, Benjamini–H
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -25,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from synqa_dagster.common import jsonable
 from synqa_dagster.stats.bias import coverage_report, identity_report, politeness_skew_report
 from synqa_dagster.stats.config import DriftConfig
 from synqa_dagster.stats.diversity import compare_diversity
@@ -86,27 +88,6 @@ class Finding:
         return jsonable(out)
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars as Python numbers, NaN/inf as None and tuples as lists (for ``json.dumps``)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, pd.DataFrame):
-        return jsonable(value.to_dict("records"))
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return str(value)
-
-
 def text_column(rows: pd.DataFrame, drift: DriftConfig) -> str:
     """The column of ``rows`` compared with the reference text (``drift.text_column``, else ``text``)."""
     return drift.text_column if drift.text_column in rows.columns else "text"
@@ -143,6 +124,8 @@ def distribution_finding(
     drift: DriftConfig,
     batch_vectors: np.ndarray | None = None,
     reference_vectors: np.ndarray | None = None,
+    reference_probes: Probes | None = None,
+    batch_probes: Probes | None = None,
 ) -> Finding:
     """Two-sample KS (numeric probes) and chi-squared (categorical) of ``rows`` vs ``reference``.
 
@@ -155,8 +138,10 @@ def distribution_finding(
         return few
     use_emb = batch_vectors is not None and reference_vectors is not None and len(reference_vectors) > 1
     column = text_column(rows, drift)
-    ref_probes = frame_probes(reference, "text", reference_vectors if use_emb else None, k=drift.knn, is_reference=True)
-    bat_probes = frame_probes(rows, column, batch_vectors if use_emb else None, reference_vectors if use_emb else None, k=drift.knn)
+    ref_probes = _reference_probes(reference, drift, reference_vectors if use_emb else None, reference_probes)
+    if batch_probes is None or (use_emb and "nn_distance" not in batch_probes.numeric.columns):
+        batch_probes = frame_probes(rows, column, batch_vectors if use_emb else None, reference_vectors if use_emb else None, k=drift.knn)
+    bat_probes = batch_probes
     report = compare_probes(bat_probes, ref_probes, drift.thresholds(), drift.alpha, drift.categorical_effect, drift.min_expected)
     failing = report.failing
     v = verdict(failing, severity)
@@ -249,13 +234,16 @@ def coverage_finding(rows: pd.DataFrame, expected_intents: Sequence[str] | None,
     )
 
 
-def politeness_finding(rows: pd.DataFrame, reference: pd.DataFrame, drift: DriftConfig) -> Finding:
+def politeness_finding(
+    rows: pd.DataFrame, reference: pd.DataFrame, drift: DriftConfig,
+    reference_probes: Probes | None = None, batch_probes: Probes | None = None,
+) -> Finding:
     """Share of polite / neutral / rude rows vs the reference; fails on over-politeness."""
     severity = drift.severities.politeness
     if (few := _too_few(POLITENESS, len(rows), drift, severity)) is not None:
         return few
-    b = frame_probes(rows, text_column(rows, drift)).categorical["tone"]
-    r = frame_probes(reference, "text").categorical["tone"]
+    b = (batch_probes or frame_probes(rows, text_column(rows, drift))).categorical["tone"]
+    r = _reference_probes(reference, drift, None, reference_probes).categorical["tone"]
     report = politeness_skew_report(b, r, drift.bias.max_politeness_skew, drift.alpha)
     polite = report.table.set_index("tone").loc["polite"]
     failing = report.failing
@@ -278,6 +266,53 @@ _ITEMS = {
 }
 
 
+def batch_findings(
+    rows: pd.DataFrame,
+    reference: pd.DataFrame,
+    drift_config: DriftConfig,
+    batch_vectors: np.ndarray | None = None,
+    reference_vectors: np.ndarray | None = None,
+    expected_intents: Sequence[str] | None = None,
+) -> list[Finding]:
+    """All five findings for ``rows`` vs ``reference``, in :data:`CHECKS` order; the probes of each side are
+    computed once (the reference's come from its stored ``probe_*`` columns when ``reference_corpus`` has them)."""
+    ref_probes = stored_reference_probes(reference)
+    bat_probes = None
+    if len(rows) >= drift_config.min_rows:
+        use_emb = batch_vectors is not None and reference_vectors is not None and len(reference_vectors) > 1
+        bat_probes = frame_probes(rows, text_column(rows, drift_config), batch_vectors if use_emb else None,
+                                  reference_vectors if use_emb else None, k=drift_config.knn)
+    return [
+        distribution_finding(rows, reference, drift_config, batch_vectors, reference_vectors, ref_probes, bat_probes),
+        diversity_finding(rows, reference, drift_config, batch_vectors, reference_vectors),
+        identity_finding(rows, reference, drift_config),
+        coverage_finding(rows, expected_intents, drift_config),
+        politeness_finding(rows, reference, drift_config, ref_probes, bat_probes),
+    ]
+
+
+def summarize_findings(found: Sequence[Finding], rows_batch: int, rows_reference: int, column: str, alpha: float) -> dict[str, Any]:
+    """The findings as one JSON-able dict (the shape of :func:`drift_findings`)."""
+    return _summary({f.check: f.to_dict(*_ITEMS[f.check]) for f in found}, rows_batch, rows_reference, column, alpha)
+
+
+def _summary(checks: dict[str, dict[str, Any]], rows_batch: int, rows_reference: int, column: str, alpha: float) -> dict[str, Any]:
+    failed = [c for c, f in checks.items() if not f["passed"]]
+    blocking = [c for c, f in checks.items() if not f["passed"] and f["severity"] == "ERROR"]
+    summary = ("no drift, diversity or bias finding" if not failed
+               else f"{len(failed)} finding(s): {', '.join(failed)}" + (f" ({', '.join(blocking)} at ERROR)" if blocking else ""))
+    return jsonable({
+        "rows_batch": rows_batch,
+        "rows_reference": rows_reference,
+        "text_column": column,
+        "alpha": alpha,
+        "passed": not failed,
+        "blocking": blocking,
+        "summary": summary,
+        "checks": checks,
+    })
+
+
 def drift_findings(
     rows: pd.DataFrame,
     reference: pd.DataFrame,
@@ -295,25 +330,98 @@ def drift_findings(
         threshold, passed``...), ``metrics`` (diversity), ``categories`` (identity terms), ``intents``
         (coverage), ``tones`` (politeness). ``blocking`` lists the checks that failed at severity ERROR.
     """
-    found = [
-        distribution_finding(rows, reference, drift_config, batch_vectors, reference_vectors),
-        diversity_finding(rows, reference, drift_config, batch_vectors, reference_vectors),
-        identity_finding(rows, reference, drift_config),
-        coverage_finding(rows, expected_intents, drift_config),
-        politeness_finding(rows, reference, drift_config),
-    ]
-    checks = {f.check: f.to_dict(*_ITEMS[f.check]) for f in found}
-    failed = [f.check for f in found if not f.passed]
-    blocking = [f.check for f in found if not f.passed and f.severity == "ERROR"]
-    summary = ("no drift, diversity or bias finding" if not failed
-               else f"{len(failed)} finding(s): {', '.join(failed)}" + (f" ({', '.join(blocking)} at ERROR)" if blocking else ""))
-    return jsonable({
-        "rows_batch": len(rows),
-        "rows_reference": len(reference),
-        "text_column": text_column(rows, drift_config) if len(rows.columns) else "text",
-        "alpha": drift_config.alpha,
-        "passed": not failed,
-        "blocking": blocking,
-        "summary": summary,
-        "checks": checks,
-    })
+    found = batch_findings(rows, reference, drift_config, batch_vectors, reference_vectors, expected_intents)
+    column = text_column(rows, drift_config) if len(rows.columns) else "text"
+    return summarize_findings(found, len(rows), len(reference), column, drift_config.alpha)
+
+
+# ------------------------------------------------------------------- stored findings and reference probes
+
+#: Columns of the stored findings table (``drift_findings`` asset): one row per check.
+FINDINGS_COLUMNS = ("check", "tested", "passed", "severity", "verdict", "summary", "failing", "table", "details",
+                    "finding", "plots", "rows_batch", "rows_reference", "text_column", "alpha")
+PROBE_PREFIX = "probe_"
+
+
+def findings_table(found: Sequence[Finding], rows_batch: int, rows_reference: int, column: str, alpha: float,
+                   plots: dict[str, dict[str, str]] | None = None) -> pd.DataFrame:
+    """The findings as a table, one row per check: the scalars, plus JSON text of the failing items, the raw
+    per-item table, the details, the card's form of the finding (:meth:`Finding.to_dict`) and any plots
+    (``{name: base64 PNG}``). :func:`findings_from_table` reads it back for the card."""
+    records = []
+    for f in found:
+        records.append({
+            "check": f.check, "tested": bool(f.tested), "passed": bool(f.passed), "severity": f.severity,
+            "verdict": f.verdict, "summary": f.summary,
+            "failing": json.dumps(jsonable(list(f.failing))),
+            "table": json.dumps(jsonable(f.table.to_dict("records")) if f.table is not None else None),
+            "details": json.dumps(jsonable(f.details)),
+            "finding": json.dumps(f.to_dict(*_ITEMS[f.check])),
+            "plots": json.dumps((plots or {}).get(f.check, {})),
+            "rows_batch": int(rows_batch), "rows_reference": int(rows_reference), "text_column": column, "alpha": float(alpha),
+        })
+    return pd.DataFrame(records, columns=list(FINDINGS_COLUMNS))
+
+
+def stored_finding(table: pd.DataFrame, check: str) -> dict[str, Any]:
+    """One check's row of a stored findings table, JSON columns parsed (``table`` back as a DataFrame or None)."""
+    rows = table.loc[table["check"] == check]
+    if not len(rows):
+        raise KeyError(f"the findings table has no row for check {check!r} (has: {', '.join(map(str, table['check']))})")
+    row = rows.iloc[0].to_dict()
+    for key in ("failing", "details", "finding", "plots"):
+        row[key] = json.loads(row[key])
+    items = json.loads(row["table"])
+    row["table"] = None if items is None else pd.DataFrame(items)
+    return row
+
+
+def findings_from_table(table: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The :func:`drift_findings` dict of a stored findings table (None for no table)."""
+    if table is None or not len(table):
+        return None
+    found = {str(r["check"]): json.loads(r["finding"]) for _, r in table.iterrows()}
+    first = table.iloc[0]
+    return _summary(found, int(first["rows_batch"]), int(first["rows_reference"]), str(first["text_column"]), float(first["alpha"]))
+
+
+def probe_columns(probes: Probes) -> dict[str, Any]:
+    """The probes as ``probe_<name>`` columns (stored on ``reference_corpus`` so they are computed once)."""
+    out: dict[str, Any] = {f"{PROBE_PREFIX}{k}": probes.numeric[k].to_numpy() for k in probes.numeric.columns}
+    out.update({f"{PROBE_PREFIX}{k}": probes.categorical[k].astype(str).to_numpy() for k in probes.categorical.columns if k != "intent"})
+    return out
+
+
+def stored_reference_probes(reference: pd.DataFrame) -> Probes | None:
+    """The reference's probes from its ``probe_*`` columns (None when the table has none)."""
+    from synqa_dagster.stats.probes import CATEGORICAL_PROBES
+
+    cols = [c for c in reference.columns if c.startswith(PROBE_PREFIX)]
+    if not cols:
+        return None
+    names = {c: c[len(PROBE_PREFIX):] for c in cols}
+    numeric = pd.DataFrame({n: reference[c].to_numpy(dtype=float) for c, n in names.items() if n not in CATEGORICAL_PROBES})
+    categorical = pd.DataFrame({n: reference[c].astype(str).to_numpy() for c, n in names.items() if n in CATEGORICAL_PROBES})
+    if "intent" in reference.columns:
+        categorical["intent"] = ["(none)" if pd.isna(i) else str(i) for i in reference["intent"]]
+    return Probes(numeric.reset_index(drop=True), categorical.reset_index(drop=True))
+
+
+def _reference_probes(reference: pd.DataFrame, drift: DriftConfig, reference_vectors: np.ndarray | None, stored: Probes | None) -> Probes:
+    """The reference's probes: the stored ones (without ``nn_distance`` when the batch has no vectors), else
+    computed here."""
+    stored = stored if stored is not None else stored_reference_probes(reference)
+    if stored is not None and len(stored) == len(reference):
+        has_nn = "nn_distance" in stored.numeric.columns
+        if reference_vectors is None and has_nn:
+            return Probes(stored.numeric.drop(columns=["nn_distance"]), stored.categorical)
+        if reference_vectors is None or has_nn:
+            return stored
+    return frame_probes(reference, "text", reference_vectors, k=drift.knn, is_reference=True)
+
+
+def reference_vectors(reference: pd.DataFrame) -> np.ndarray | None:
+    """The stored reference vectors (``embedding`` column of ``reference_corpus``), or None."""
+    if "embedding" not in reference.columns or not len(reference):
+        return None
+    return np.asarray([np.asarray(v, dtype=np.float32) for v in reference["embedding"]], dtype=np.float32)

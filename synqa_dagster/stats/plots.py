@@ -47,3 +47,8 @@ def histogram_png(
 def markdown_image(png: bytes, alt: str = "") -> str:
     """A markdown image with the PNG inlined as a data URI (Dagster renders it in the metadata panel)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+def markdown_image_b64(png_base64: str, alt: str = "") -> str:
+    """:func:`markdown_image` of a PNG already base64-encoded (as stored in the findings table)."""
+    return f"![{alt}](data:image/png;base64,{png_base64})"

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from synqa_dagster.corpus.seeds import SeedCorpusError, file_hash, read_rows, validate_with_great_expectations, validation_report
+from synqa_dagster.common import file_hash
+from synqa_dagster.corpus.seeds import SeedCorpusError, read_rows, validate_with_great_expectations, validation_report
 from synqa_dagster.corpus.taxonomy import TaxonomyError, label_mapping, load_taxonomy
 
 ID_COLUMNS = ("message_id", "seed_id", "row_id", "id")

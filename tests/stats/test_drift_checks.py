@@ -1,8 +1,8 @@
 """The drift / diversity / bias checks as real Dagster checks: run with ``dg.materialize`` on an ephemeral instance.
 
 A small pipeline stands in for the funnel: ``generated_candidates`` → ``contamination_gate`` (+
-``candidate_embeddings``) → ``accepted_dataset``, with the real ``reference_corpus`` asset (validated, embedded)
-built from part of the demo's reference sample. A drifting batch must fail ``distribution_drift`` with severity
+``candidate_embeddings``) → the real ``drift_findings`` asset → ``accepted_dataset``, with the real
+``reference_corpus`` asset (validated, embedded, probes stored) built from part of the demo's reference sample. A drifting batch must fail ``distribution_drift`` with severity
 ERROR, name the failing probes, and stop ``accepted_dataset``; a batch of held-out real messages must pass.
 """
 
@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from synqa_dagster.assets.drift import build_drift_findings_asset
 from synqa_dagster.assets.reference import build_reference_asset
+from synqa_dagster.config import GateConfig
 from synqa_dagster.checks.drift import build_drift_checks
 from synqa_dagster.gates.base import GateResult, decision_table
 from synqa_dagster.resources import EmbedderResource, ParquetIOManager, StoreResource
@@ -58,11 +60,12 @@ def _defs(drift: DriftConfig, batch: pd.DataFrame, storage):
         # vectors are of `text`, used only when text_column is "text")
         return pd.DataFrame({"row_id": generated_candidates["row_id"], "embedding": [np.zeros(384, np.float32)] * len(generated_candidates)})
 
-    @dg.asset(name="accepted_dataset", **common)
+    @dg.asset(name="accepted_dataset", deps=["drift_findings"], **common)
     def accepted_dataset(contamination_gate: pd.DataFrame):
         return contamination_gate
 
-    assets = [build_reference_asset(drift), generated_candidates, contamination_gate, candidate_embeddings, accepted_dataset]
+    findings = build_drift_findings_asset(None, GateConfig(drift=drift), partitions)
+    assets = [build_reference_asset(drift), generated_candidates, contamination_gate, candidate_embeddings, findings, accepted_dataset]
     checks = build_drift_checks(drift, partitions)
     resources = {
         "parquet_io_manager": ParquetIOManager(base_path=str(storage)),
@@ -107,11 +110,11 @@ def test_drifting_batch_is_returned_to_synthesis(demo_split, tmp_path):
         assert column in table
     assert meta["histogram_chars"].value.startswith("![chars")
     assert "data:image/png;base64," in meta["histogram_chars"].value
-    assert (storage / "contamination_gate" / "batch=2026-11-02" / "drift_chars.png").read_bytes()[:4] == b"\x89PNG"
+    assert (storage / "drift_findings" / "batch=2026-11-02" / "drift_chars.png").read_bytes()[:4] == b"\x89PNG"
     assert not evals["politeness_skew"].passed  # WARN-level screen flags the over-politeness too
     assert evals["politeness_skew"].severity == dg.AssetCheckSeverity.WARN
     assert "accepted_dataset" not in materialized  # the blocking ERROR stopped the batch
-    assert "contamination_gate" in materialized
+    assert "contamination_gate" in materialized and "drift_findings" in materialized
 
 
 def test_similar_batch_passes(demo_split, tmp_path):
