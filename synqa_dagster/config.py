@@ -112,20 +112,12 @@ class PromptTemplate(StrictModel):
     text: str
 
 
-class _TechniquesBase(StrictModel):
-    """Base of :data:`Techniques` (adds the template check)."""
-
-    def template_ids(self) -> set[str]:
-        """Prompt-template ids the techniques need in ``prompt_templates`` (each section's ``template_ids()``)."""
-        return set().union(*(section.template_ids() for _, section in self))
-
-
 #: The recipe's ``techniques:`` section, built from the technique registry: one field per section (``self_instruct``,
 #: ``evol_instruct``, ``magpie``), each the config model that lives in its technique's module under
 #: ``synqa_dagster.generation.techniques``.
 Techniques = techniques_model(
     TECHNIQUES,
-    base=_TechniquesBase,
+    base=StrictModel,
     module=__name__,
     doc="""Which generation techniques run, with their parameters.
 

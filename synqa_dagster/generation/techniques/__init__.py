@@ -36,6 +36,14 @@ def sections(techniques: tuple[Technique, ...] = TECHNIQUES) -> dict[str, type[T
     return out
 
 
+class TemplateIdsMixin:
+    """Adds :meth:`template_ids` to every ``techniques:`` model built by :func:`techniques_model`."""
+
+    def template_ids(self) -> set[str]:
+        """Prompt-template ids the techniques need in ``prompt_templates`` (each section's ``template_ids()``)."""
+        return set().union(*(section.template_ids() for _, section in self))  # type: ignore[attr-defined]
+
+
 def techniques_model(
     techniques: tuple[Technique, ...] = TECHNIQUES,
     *,
@@ -46,7 +54,7 @@ def techniques_model(
 ) -> type[BaseModel]:
     """The pydantic model of the recipe's ``techniques:`` mapping: one defaulted field per section."""
     fields: dict[str, Any] = {section: (model, model()) for section, model in sections(techniques).items()}
-    model = create_model(name, __base__=base, __module__=module or __name__, **fields)
+    model = create_model(name, __base__=(base, TemplateIdsMixin), __module__=module or __name__, **fields)
     model.__doc__ = doc or f"The recipe's techniques: sections {', '.join(fields)}."
     return model
 
