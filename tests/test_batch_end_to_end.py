@@ -16,8 +16,9 @@ from synqa_dagster.batches import latest_batch_versions, stale_batches
 from synqa_dagster.config import load_recipe
 from synqa_dagster.definitions import BATCH_JOB, build_definitions
 from synqa_dagster.generation.pipeline import CANDIDATE_COLUMNS
-from synqa_dagster.handover.card import md_escape
-from synqa_dagster.stages import batch_tables, gate_assets, gate_names
+from synqa_dagster.lineage.canonical import canonical_json
+from tests.test_card import assert_card_states_rejects
+from synqa_dagster.stages import STAGES, batch_tables, gate_assets, gate_names
 from synqa_dagster.storage import TableStore
 from tests.conftest import REPO_ROOT, TINY, write_recipe
 
@@ -74,8 +75,11 @@ def test_candidates_carry_lineage_from_real_generation(batch_run):
     assert (rows["recipe_hash"] == recipe.content_hash()).all()
     sampling = json.loads(rows["sampling"].iloc[0])
     assert sampling["max_new_tokens"] == TINY["generator.sampling.max_new_tokens"] and "seed" in sampling
+    for row in rows.itertuples():  # n_turns is what the stored conversation holds, whatever the model wrote
+        turns = json.loads(row.conversation)
+        assert row.n_turns == sum(t["role"] == "user" for t in turns) >= 1, row.row_id
     multi = rows[rows["technique"] == "magpie_multi_turn"]
-    assert (multi["n_turns"] >= 2).any()  # a real multi-turn conversation came back
+    assert len(multi) and (multi["n_turns"] <= recipe.techniques.magpie.n_turns).all()
     assert rows["text"].str.len().gt(0).all()
 
 
@@ -189,9 +193,9 @@ def test_the_card_parses_and_states_the_real_numbers_of_its_batch(batch_run):
     assert statement["predicate"]["merkle_root"] in text and statement["predicate"]["key_id"] in text
     public_pem = (folder / "signing_key.pub").read_text().strip()
     assert public_pem in text  # the card names who signed
-    assert f"{len(accepted)}" in text and f"{len(rejected)}" in text
-    for category, n in rejected["reject_category"].value_counts().items():
-        assert md_escape(category) in text  # as the card writes it (escaped markdown), whatever the model wrote
+    assert (data["synqa"]["candidates"], data["synqa"]["accepted"], data["synqa"]["rejected"]) == (
+        len(accepted) + len(rejected), len(accepted), len(rejected))
+    assert_card_states_rejects(text, rejected)  # per gate and category, escaped as the card writes them
     assert "humaneval" in text and "13" in text  # the eval set checked and its n-gram size
 
 
@@ -225,13 +229,15 @@ def test_synqa_verify_accepts_the_demo_folder_and_names_an_edited_row(batch_run,
     assert "OK" in capsys.readouterr().out.upper()
     copy = tmp_path / folder.name
     shutil.copytree(folder, copy)
-    lines = (copy / "accepted.jsonl").read_text().splitlines(keepends=True)
+    name = "accepted.jsonl" if (copy / "accepted.jsonl").read_text().strip() else "rejected.jsonl"
+    lines = (copy / name).read_text().splitlines(keepends=True)
     row = json.loads(lines[0])
-    lines[0] = lines[0].replace(json.dumps(row["response"])[1:4], json.dumps(row["response"])[1:4][::-1] + "x", 1)
-    (copy / "accepted.jsonl").write_text("".join(lines))
+    row["response"] = f"{row['response'] or ''} [edited]"  # one field of one row, whatever the model wrote
+    lines[0] = canonical_json(row).decode("utf-8") + "\n"
+    (copy / name).write_text("".join(lines))
     assert main(["verify", str(copy)]) == 1
     out = capsys.readouterr().out
-    assert row["row_id"] in out and "accepted.jsonl" in out
+    assert row["row_id"] in out and name in out
     assert main(["verify", str(tmp_path / "missing")]) == 2
 
 
@@ -254,7 +260,9 @@ def test_a_reviewer_rejects_a_row_in_the_browser_and_the_decision_changes_what_s
     resource = defs.resources["review_store"]
     store, reviewer_hash = resource.store(), resource.reviewer_hash()
     sample = store_tables.read("review_queue", BATCH)
-    assert len(sample) and store.progress(BATCH).total == len(sample)
+    funnel = {s.name: int(store_tables.read(s.asset, BATCH)["kept"].sum()) for s in STAGES if s.automatic}
+    assert len(sample), f"no row survived the automatic gates to be sampled: {funnel}"
+    assert store.progress(BATCH).total == len(sample)
     token = store.add_reviewer("alice@example.org")
     reason = "wrong refund window <script>x</script>"
     with start_review_server(store, reviewer_hash) as url, chromium_driver() as driver:
@@ -297,7 +305,10 @@ def test_a_reviewer_rejects_a_row_in_the_browser_and_the_decision_changes_what_s
     slice_key = sample.set_index("row_id").loc[rejected_id, "slice_key"]
     if int(sample.set_index("row_id").loc[rejected_id, "acceptance_number"]) == 0:  # one defect > c = 0: slice goes back
         returned = rejects[rejects["reject_category"] == "returned_to_synthesis"]
-        assert len(returned) and returned["reject_reason"].str.contains(f"slice {slice_key} defect rate 1/").all()
+        reviewed = store_tables.read("human_review", BATCH)
+        same_slice = set(reviewed.loc[reviewed["slice_key"] == slice_key, "row_id"]) - {rejected_id}
+        assert set(returned.index) == same_slice  # the rest of the slice goes back, however many rows it holds
+        assert returned["reject_reason"].str.contains(f"slice {slice_key} defect rate 1/").all()
     folder = _folder(batch_run)
     report = verify_pack(folder, expected_batch=BATCH)
     assert report.ok, report.summary()
