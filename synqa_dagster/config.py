@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from synqa_dagster.canaries import CanaryConfig
 from synqa_dagster.gates.contamination import ContaminationGateConfig
 from synqa_dagster.gates.dedup import DedupGateConfig
 from synqa_dagster.gates.quality import QualityGateConfig
@@ -259,6 +260,8 @@ class GateConfig(StrictModel):
         drift: the drift, diversity and bias checks on the accepted candidates (see ``synqa_dagster.stats``).
         embedding_model_path: sentence-transformers folder for ``candidate_embeddings`` (null = the wheel's MiniLM).
         review: the human review gate (see :class:`ReviewConfig`).
+        canaries: the known positives and negatives planted for every gate in every batch, and the recall floors
+            the ``gate_canary_recall`` check holds each gate to (see :mod:`synqa_dagster.canaries`).
     """
 
     version: str = "1"
@@ -269,6 +272,7 @@ class GateConfig(StrictModel):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     embedding_model_path: str | None = None
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    canaries: CanaryConfig = Field(default_factory=CanaryConfig)
 
     source_path: str | None = Field(None, exclude=True)
 

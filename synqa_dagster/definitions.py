@@ -11,6 +11,7 @@ import dagster as dg
 
 from typing import Sequence
 
+from synqa_dagster.assets.canaries import build_canary_asset
 from synqa_dagster.assets.corpus import build_seed_corpus_asset
 from synqa_dagster.assets.drift import build_drift_findings_asset
 from synqa_dagster.assets.gates import build_gate_assets
@@ -19,6 +20,7 @@ from synqa_dagster.assets.handover import build_handover_assets
 from synqa_dagster.assets.outputs import build_output_assets
 from synqa_dagster.assets.reference import build_reference_asset
 from synqa_dagster.assets.review import build_review_assets
+from synqa_dagster.checks.canaries import build_canary_checks
 from synqa_dagster.checks.drift import build_drift_checks
 from synqa_dagster.checks.invariants import build_invariant_checks
 from synqa_dagster.checks.toxicity import build_toxicity_checks
@@ -55,6 +57,7 @@ def build_definitions(
         build_generation_asset(recipe, partitions, stages),
         *build_gate_assets(recipe, gates, partitions, stages),
         build_drift_findings_asset(recipe, gates, partitions, stages),
+        build_canary_asset(recipe, gates, partitions, stages),
         *build_review_assets(recipe, gates, partitions, stages),
         *build_output_assets(recipe, gates, partitions, stages),
         build_reference_asset(gates.drift, recipe),
@@ -64,6 +67,7 @@ def build_definitions(
         *build_toxicity_checks(gates, partitions),
         *build_drift_checks(gates.drift, partitions),
         *build_invariant_checks(gates, partitions),
+        *build_canary_checks(gates, partitions),
     ]
     batch_job = dg.define_asset_job(
         BATCH_JOB,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
+from synqa_dagster import canaries as planted
 from synqa_dagster.gates.base import Gate
 
 #: Extra inputs a stage's ``evaluate`` may declare (the keyword it receives).
@@ -38,6 +39,7 @@ CANDIDATES = "generated_candidates"
 EMBEDDINGS_ASSET = "candidate_embeddings"
 REFERENCE_ASSET = "reference_corpus"
 DRIFT_FINDINGS = "drift_findings"
+CANARIES = "gate_canaries"
 REVIEW_QUEUE = "review_queue"
 REJECT_LOG = "reject_log"
 ACCEPTED = "accepted_dataset"
@@ -73,6 +75,10 @@ class GateStage:
         kinds: Dagster kinds of its asset; describe / asset_metadata: its UI description and static metadata,
             from its config section.
         audit_note: what the card says about this gate in an audit (e.g. dedup is within the dataset only).
+        canaries: ``(batch, canary config, gate) -> CanarySet``: the known positives and negatives planted for this
+            gate in every batch (:mod:`synqa_dagster.canaries`); None plants nothing.
+        census: also judge every row an earlier stage dropped (stored apart, in :attr:`census_asset`, never
+            changing what the funnel ships), so a leak is counted whichever gate happened to drop it first.
     """
 
     name: str
@@ -87,6 +93,13 @@ class GateStage:
     describe: Callable[[Any], str] = field(default=lambda config: "")
     asset_metadata: Callable[[Any], dict[str, Any]] = field(default=lambda config: {})
     audit_note: str | None = None
+    canaries: Callable[[str, Any, Gate | None], Any] | None = None
+    census: bool = False
+
+    @property
+    def census_asset(self) -> str:
+        """The asset holding this stage's verdicts on the rows earlier stages dropped (``census`` stages)."""
+        return f"{self.name}_census"
 
     def __post_init__(self) -> None:
         unknown = set(self.inputs) - set(KNOWN_INPUTS)
@@ -153,6 +166,7 @@ STAGES: tuple[GateStage, ...] = (
         asset="quality_gate",
         config_section="quality",
         make_gate=_quality,
+        canaries=planted.plant_quality,
         describe=lambda c: (
             "Quality heuristics: empty, too short/long, repetition, leaked meta-prompt text "
             "(\"Rewritten Prompt:\", template markers), wrong language, echoed instruction. Stores every candidate "
@@ -165,6 +179,7 @@ STAGES: tuple[GateStage, ...] = (
         asset="dedup_gate",
         config_section="dedup",
         make_gate=_dedup,
+        canaries=planted.plant_dedup,
         inputs=(PRIOR_INDEX,),
         per_row=False,
         kinds=frozenset({"datasketch", "parquet"}),
@@ -181,10 +196,13 @@ STAGES: tuple[GateStage, ...] = (
         asset="toxicity_gate",
         config_section="toxicity",
         make_gate=_toxicity,
+        canaries=planted.plant_toxicity,
+        inputs=(EMBEDDINGS,),  # the learned scorer reads the shared MiniLM vectors (the others ignore them)
         kinds=frozenset({"scikitlearn", "parquet"}),
         describe=lambda c: (
-            f"Toxicity ({c.backend}): the fast profanity-check scorer, Detoxify from a local "
-            "checkpoint, or a cascade of both. Per-slice (intent, locale) rates feed the batch escalation check."
+            f"Toxicity ({c.backend}): the learned scorer (logistic regression on the shared MiniLM embeddings and "
+            "character n-grams, shipped in the package), profanity-check, Detoxify from a local checkpoint, or a "
+            "cascade. Per-slice (intent, locale) rates feed the batch escalation check."
         ),
         asset_metadata=lambda c: {"backend": c.backend},
     ),
@@ -193,7 +211,9 @@ STAGES: tuple[GateStage, ...] = (
         asset="contamination_gate",
         config_section="contamination",
         make_gate=_contamination,
+        canaries=planted.plant_contamination,
         inputs=(EMBEDDINGS,),
+        census=True,
         describe=lambda c: (
             "Eval-set contamination: hashed word n-gram overlap and embedding cosine against the named "
             "eval sets. The reason names the eval set, item id and the overlap or cosine."
@@ -283,10 +303,12 @@ def batch_tables(stages: Sequence[GateStage] = STAGES) -> list[str]:
         if s is needs_embeddings:
             out.append(EMBEDDINGS_ASSET)
         if not s.automatic and DRIFT_FINDINGS not in out:
-            out += [DRIFT_FINDINGS, REVIEW_QUEUE]
+            out += [DRIFT_FINDINGS, CANARIES, REVIEW_QUEUE]
         out.append(s.asset)
+        if s.census:
+            out.append(s.census_asset)
     if DRIFT_FINDINGS not in out:
-        out.append(DRIFT_FINDINGS)
+        out += [DRIFT_FINDINGS, CANARIES]
     return out + list(OUTPUT_TABLES)
 
 
@@ -305,6 +327,102 @@ def ordered_tables(tables: dict[str, Any], stages: Sequence[GateStage] = STAGES)
         elif s.asset in tables:
             out[s.name] = tables[s.asset]
     return out
+
+
+def earlier_drops(stage_: GateStage, tables: dict[str, Any], stages: Sequence[GateStage] = STAGES) -> Any:
+    """The rows the stages before ``stage_`` dropped (with ``dropped_by``, the gate that dropped each), from their
+    decision tables ``tables`` (keyed by gate name or asset)."""
+    import pandas as pd
+
+    from synqa_dagster.gates.base import DECISION_COLUMNS
+
+    parts = []
+    for s in stages[: list(stages).index(stage_)]:
+        table = tables.get(s.name, tables.get(s.asset))
+        if table is None:
+            continue
+        dropped = table.loc[~table["kept"].astype(bool)]
+        parts.append(dropped.drop(columns=[c for c in DECISION_COLUMNS if c in dropped.columns]).assign(dropped_by=s.name))
+    if not parts:
+        return pd.DataFrame(columns=["row_id", "text", "dropped_by"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def census(gate: Gate, dropped: Any, embeddings: Any = None) -> Any:
+    """``gate``'s verdict on rows earlier gates dropped: one row each (``row_id``, ``dropped_by``, ``hit``,
+    ``category``, ``reason``, ``score``). ``embeddings`` aligned with ``dropped`` (or None: the gate's other
+    methods only)."""
+    import pandas as pd
+
+    if not len(dropped):
+        return pd.DataFrame({"row_id": pd.Series(dtype=str), "dropped_by": pd.Series(dtype=str), "hit": pd.Series(dtype=bool),
+                             "category": pd.Series(dtype="string"), "reason": pd.Series(dtype="string"),
+                             "score": pd.Series(dtype=float)})
+    rows = dropped.reset_index(drop=True)
+    result = gate.evaluate(rows, **({EMBEDDINGS: embeddings} if embeddings is not None else {}))
+    return pd.DataFrame({
+        "row_id": rows["row_id"].to_numpy(), "dropped_by": rows["dropped_by"].to_numpy(), "hit": ~result.keep,
+        "category": pd.array(result.category, dtype="string"), "reason": pd.array(result.reason, dtype="string"),
+        "score": result.score,
+    })
+
+
+def measured_quality(gate_config: Any, environment: GateEnvironment, stages: Sequence[GateStage] = STAGES,
+                     gates: dict[str, Gate] | None = None) -> list[dict[str, Any]]:
+    """Each automatic gate's precision / recall on named labelled data, as the gate itself reports it (a gate
+    with a ``measured()`` method returning rows ``{data, precision, recall, f1, auc, false_drop_rate, note}``)."""
+    out: list[dict[str, Any]] = []
+    for s in stages:
+        if s.make_gate is None:
+            continue
+        gate = (gates or {}).get(s.name) or s.build(gate_config, environment)
+        report = getattr(gate, "measured", None) or getattr(getattr(gate, "model_scorer", None), "measured", None)
+        for row in _measured_rows(report() if callable(report) else None):
+            out.append({"gate": s.name, **row})
+    return out
+
+
+def _measured_rows(report: Any) -> list[dict[str, Any]]:
+    """A gate's ``measured()`` report as card rows: a list as it is, or a scorer's ``{"heldout": [...],
+    "benign_false_drop": [...]}`` (precision/recall per labelled test set, false drops per benign set)."""
+    if not report:
+        return []
+    if isinstance(report, list):
+        return list(report)
+    keep = ("data", "precision", "recall", "f1", "auc")
+    rows = [{**{k: r.get(k) for k in keep}, "note": f"held-out test split; {r.get('n_pos', '?')} positives, {r.get('n_neg', '?')} negatives"}
+            for r in report.get("heldout", [])]
+    for r in report.get("benign_false_drop", []):
+        worst = f"; worst slice {r['worst_slice']} {r['worst_rate']:.1%}" if r.get("worst_slice") else ""
+        rows.append({"data": r.get("data"), "false_drop_rate": r.get("rate"), "note": f"benign text, {r.get('n', '?')} rows{worst}"})
+    return rows
+
+
+def run_canaries(batch: str, gate_config: Any, environment: GateEnvironment, stages: Sequence[GateStage] = STAGES,
+                 gates: dict[str, Gate] | None = None) -> Any:
+    """Plant every stage's canaries (:mod:`synqa_dagster.canaries`) and run them through that stage's gate.
+
+    ``gates`` (name -> gate) reuses gates already built (the audit builds its own); other gates are built from
+    ``gate_config`` as the funnel builds them. Inputs are resolved the way the funnel resolves them for planted
+    rows: ``embeddings`` = the rows embedded with the shared model, ``prior`` = no earlier batch.
+    Returns the per-row results (:data:`synqa_dagster.canaries.RESULT_COLUMNS`), stage by stage.
+    """
+    import pandas as pd
+
+    config = gate_config.canaries
+    parts = []
+    for s in stages:
+        if s.canaries is None or s.make_gate is None or not config.enabled:
+            continue
+        gate = (gates or {}).get(s.name) or s.build(gate_config, environment)
+        canary_set = s.canaries(batch, config, gate)
+        inputs: dict[str, Any] = {}
+        if EMBEDDINGS in s.inputs:
+            inputs[EMBEDDINGS] = environment.embedder().encode(canary_set.rows["text"].astype(str).tolist()) if environment.embedder() is not None else None
+        if PRIOR_INDEX in s.inputs:
+            inputs[PRIOR_INDEX] = None
+        parts.append(planted.measure(gate, canary_set, **inputs))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(planted.RESULT_COLUMNS))
 
 
 def iter_stages(stages: Iterable[GateStage] | None = None) -> tuple[GateStage, ...]:

@@ -1,10 +1,12 @@
 """``synqa audit`` on real model outputs: the folder it writes, its card's numbers, bad inputs, hostile text.
 
 Data (read by path, never copied): self-instruct's 252 text-davinci-003 responses to the user-oriented
-instructions (real LLM output) audited against the instructions themselves as the reference; GSM8K test as an
-extra eval set; BANKING77 queries as filler. The tests use the shipped gate config with the embedding check
-switched off (n-gram contamination, text-only drift probes) so that each stays well under a minute on two busy
-cores; the slow test audits 100k rows (``benchmarks/bench_audit.py`` also measures the full config).
+instructions (real LLM output) audited against the instructions themselves as the reference; GSM8K test and train
+items as extra eval sets (JSONL, a JSON array with nested fields); BANKING77 queries as filler; offensive TweetEval
+tweets as a toxic slice. Most tests use the shipped gate config with the embedding check switched off (n-gram
+contamination, text-only drift probes) so that each stays well under a minute on two busy cores; one audits with
+the shipped default (embeddings on) against a small eval set; the slow test audits 100k rows
+(``benchmarks/bench_audit.py`` also measures the full config).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard
 
-from synqa_dagster.audit import AuditInputError, ColumnMap, main, run_audit
+from synqa_dagster.audit import (
+    AuditInputError, ColumnMap, audit_severities, main, parse_severities, run_audit,
+)
 from synqa_dagster.config import load_gate_config
 from synqa_dagster.handover.card import md_escape
 
@@ -30,14 +34,38 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def shipped_gate_data(repo_root: Path) -> dict:
+    """``gates/default.yaml`` as data. Its toxicity backend (``learned``) needs its trained model file; while that
+    file is not in the checkout the tests run the profanity-check backend instead (everything else as shipped)."""
+    from synqa_dagster.gates.toxicity import DEFAULT_LEARNED_MODEL, LEARNED_MODEL_DIR
+
+    data = yaml.safe_load((repo_root / "gates" / "default.yaml").read_text())
+    tox = data["toxicity"]
+    shipped = LEARNED_MODEL_DIR / f"{DEFAULT_LEARNED_MODEL}.npz"
+    if tox.get("backend", "learned") == "learned" and not tox.get("learned_model_path") and not shipped.is_file():
+        tox["backend"] = "profanity_check"
+    return data
+
+
 @pytest.fixture(scope="module")
 def fast_gates(repo_root, tmp_path_factory) -> Path:
     """The shipped gate config with the embedding check off (everything else as shipped)."""
-    data = yaml.safe_load((repo_root / "gates" / "default.yaml").read_text())
+    data = shipped_gate_data(repo_root)
     data["contamination"]["use_embeddings"] = False
     path = tmp_path_factory.mktemp("gates") / "no_embeddings.yaml"
     path.write_text("# test config: shipped defaults, embedding check off\n" + yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def _audit_json(out: Path) -> dict:
+    return json.loads((out / "audit.json").read_text(encoding="utf-8"))
+
+
+def _verdicts(body: str) -> dict[str, tuple[str, str]]:
+    """check -> (result, severity) from the card's "Verdict per check" table."""
+    section = body.split("## Verdict per check\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \| ([^|]+?) \|", section, flags=re.M)
+    return {name.replace("\\_", "_"): (result, sev) for name, result, sev in rows if name not in ("check", "---")}
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +88,12 @@ def test_audit_folder_matches_what_it_read_back(audited):
     ids = [r["row_id"] for r in accepted] + [r["row_id"] for r in rejected]
     assert len(set(ids)) == len(src)
     assert all(r["gate"] in GATES and r["reject_reason"] and r["reject_category"] for r in rejected)
-    # rows whose real response has no word at all (davinci answered two emoji tasks with emojis only) are
-    # rejected as empty by the quality gate
+    # davinci answered two emoji tasks with emojis only: the quality gate counts emoji as content, so those
+    # rows are not rejected as empty (their instruction + answer is long enough for the length rules)
     blank = {s["prompt"].strip() for s in src if not re.search(r"\w", s["response"])}
     assert len(blank) == 2
     empty = {r["instruction"].strip() for r in rejected if r["reject_category"] == "empty"}
-    assert blank <= empty
+    assert not blank & empty
 
     card = DatasetCard((out / "README.md").read_text(encoding="utf-8"))
     synqa = card.data.to_dict()["synqa"]
@@ -120,7 +148,8 @@ def test_eval_set_file_and_cli(shared_data, fast_gates, tmp_path, capsys):
                  "--eval-text-field", "question", "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "generated →" in printed and "no reference sample was given" in printed
+    assert "audited →" in printed and "no reference sample was given" in printed
+    assert not re.search(r"\bgenerated\b", printed)  # audited rows are not called generated
     rejected = _jsonl(out / "rejected.jsonl")
     contaminated = {r["row_id"] for r in rejected if r["reject_category"] == "ngram_overlap"}
     assert contaminated == {f"g{i}" for i in range(5)}
@@ -197,3 +226,263 @@ def test_audit_100k_rows_fits_in_memory(shared_data, tmp_path):
     print(json.dumps(report, indent=2))
     assert report["candidates"] == 100_000 and report["accepted"] + report["rejected"] == 100_000
     assert report["peak_rss_mb"] < 6 * 1024
+
+
+RESULT_LABELS = {"pass": "pass", "fail": "FAIL", "warn": "WARN", "not tested": "not tested"}
+
+
+def test_every_check_has_a_verdict_at_the_strict_audit_severities(audited, repo_root):
+    """Outside data is judged at ERROR for drift, diversity and toxicity escalation (not the demo's WARN); the
+    verdict of every check is in audit.json and the card, and a check that could not run says "not tested"."""
+    result, out, _, gates_path = audited
+    summary = _audit_json(out)
+    config = load_gate_config(gates_path)
+    assert config.drift.severities.drift == "WARN" and config.toxicity.escalation_severity == "WARN"  # the demo's
+    sev = summary["profile"]["severities"]
+    assert summary["profile"]["name"] == "strict"
+    assert sev["distribution_drift"] == {"severity": "ERROR", "source": "profile strict"}
+    assert sev["toxicity_slice_escalation"] == {"severity": "ERROR", "source": "profile strict"}
+    assert sev["diversity_collapse"]["severity"] == "ERROR"
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert set(checks) == {"distribution_drift", "diversity_collapse", "identity_term_rates", "intent_coverage",
+                           "politeness_skew", "toxicity_slice_escalation", "gate_canary_recall"}
+    for name in ("distribution_drift", "diversity_collapse", "toxicity_slice_escalation"):
+        assert checks[name]["severity"] == "ERROR", name
+    # the drift findings themselves ran at the audit's severities
+    assert summary["drift"]["checks"]["distribution_drift"]["severity"] == "ERROR"
+    # the rows carry no intents: coverage could not be tested, and says so (never "pass")
+    coverage = summary["drift"]["checks"]["intent_coverage"]
+    assert coverage["tested"] is False and coverage["passed"] is True and coverage["result"] == "not tested"
+    assert checks["intent_coverage"]["result"] == "not tested" and "intent_coverage" in summary["verdict"]["not_tested"]
+    for c in checks.values():
+        expected = ("not tested" if not c["tested"] else "pass" if c["passed"] else "fail" if c["severity"] == "ERROR" else "warn")
+        assert c["result"] == expected, c
+    assert summary["verdict"]["failed_at_error"] == [n for n, c in checks.items() if c["result"] == "fail"]
+    assert result.verdict == summary["verdict"]
+    body = (out / "README.md").read_text(encoding="utf-8")
+    assert _verdicts(body) == {n: (RESULT_LABELS[c["result"]], c["severity"]) for n, c in checks.items()}
+    drift_table = body.split("## Drift, diversity and bias", 1)[1]
+    assert "| intent\\_coverage | not tested | WARN |" in drift_table
+    assert "returned to synthesis:" not in body  # an audit returns nothing to synthesis
+    # embeddings were off in this gate config, and the card and audit.json say so
+    assert summary["embeddings"]["enabled"] is False and "use_embeddings: false" in summary["embeddings"]["source"]
+    assert "**Embeddings:** **off**" in body and "**Embeddings were off:**" in body
+
+
+def test_severity_profiles_and_overrides(fast_gates):
+    config = load_gate_config(fast_gates)
+    demo = audit_severities(config, "demo")
+    assert demo["distribution_drift"] == {"severity": config.drift.severities.drift, "source": "gate config"}
+    assert demo["toxicity_slice_escalation"]["severity"] == config.toxicity.escalation_severity
+    strict = audit_severities(config, "strict", parse_severities(["diversity=WARN", "identity_term_rates=error"]))
+    assert strict["distribution_drift"]["severity"] == "ERROR" and strict["toxicity_slice_escalation"]["severity"] == "ERROR"
+    assert strict["diversity_collapse"] == {"severity": "WARN", "source": "--severity"}
+    assert strict["identity_term_rates"] == {"severity": "ERROR", "source": "--severity"}
+    with pytest.raises(AuditInputError, match="unknown check 'drfit'"):
+        parse_severities(["drfit=WARN"])
+    with pytest.raises(AuditInputError, match="ERROR or WARN"):
+        parse_severities(["drift=INFO"])
+    with pytest.raises(AuditInputError, match="--profile 'lax'"):
+        audit_severities(config, "lax")
+
+
+def test_two_eval_sets_with_their_own_nested_fields_and_the_census(shared_data, fast_gates, tmp_path, capsys):
+    """Three eval sets audited together, each read with its own fields: a JSON array with a nested text field and
+    its own id, a JSONL with other field names, and one left to the global --eval-text-field. A leak whose response
+    is empty is dropped by the quality gate first; the contamination census still counts it, and its reject reason
+    names the user's column, not synqa's internal one."""
+    test = _jsonl(shared_data / "gsm8k" / "test.jsonl")
+    train = _jsonl(shared_data / "gsm8k" / "train.jsonl")
+    nested = tmp_path / "gsm_nested.json"
+    nested.write_text(json.dumps([{"qid": f"q{i}", "question": {"stem": g["question"], "topic": "maths"}, "answer": g["answer"]}
+                                  for i, g in enumerate(test[:5])], indent=1))
+    flat = tmp_path / "gsm_train.jsonl"
+    flat.write_text("".join(json.dumps({"id": f"train-{i}", "problem": g["question"]}) + "\n" for i, g in enumerate(train[:5])))
+    plain = tmp_path / "gsm_plain.jsonl"
+    plain.write_text("".join(json.dumps({"question": g["question"]}) + "\n" for g in train[10:15]))
+    bank = pd.read_csv(shared_data / "banking77" / "test.csv").head(30)
+    rows = [{"id": f"b{i}", "q": t, "a": "You can do that in the app under Cards, then Settings."} for i, t in enumerate(bank["text"])]
+    rows += [{"id": f"n{i}", "q": "Help me with this: " + test[i]["question"], "a": "Let me think about it."} for i in range(3)]
+    rows += [{"id": f"t{i}", "q": train[i]["question"], "a": "Here is how to solve it step by step."} for i in range(2)]
+    rows += [{"id": "p0", "q": "Quick one: " + train[12]["question"], "a": "Sure, let us work it out together."}]
+    rows += [{"id": "leak_empty", "q": "Solve: " + test[3]["question"], "a": "..."}]  # empty answer: quality drops it first
+    data = tmp_path / "external.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    code = main([str(data), "--out", str(out), "--gates", str(fast_gates), "--id-column", "id", "--instruction-column", "q",
+                 "--response-column", "a", "--no-embeddings", "--quiet",
+                 "--eval-set", f"gsm_nested={nested}", "--eval-set-field", "gsm_nested=question.stem", "--eval-set-id", "gsm_nested=qid",
+                 "--eval-set", f"gsm_train={flat}", "--eval-set-field", "gsm_train=problem", "--eval-set-id", "gsm_train=id",
+                 "--eval-set", f"gsm_plain={plain}", "--eval-text-field", "question"])
+    assert code == 0, capsys.readouterr().err
+    rejected = {r["row_id"]: r for r in _jsonl(out / "rejected.jsonl")}
+    leaks = {k: r["reject_reason"] for k, r in rejected.items() if r["gate"] == "contamination"}
+    assert set(leaks) == {"n0", "n1", "n2", "t0", "t1", "p0"}
+    for i in range(3):
+        assert f"gsm_nested/q{i}" in leaks[f"n{i}"]
+    assert "gsm_train/train-0" in leaks["t0"] and "gsm_train/train-1" in leaks["t1"]
+    assert "gsm_plain/2" in leaks["p0"]  # no id field: the record number
+
+    # the leak with an empty answer: the quality gate dropped it, naming the user's column
+    empty = rejected["leak_empty"]
+    assert empty["gate"] == "quality" and empty["reject_category"] == "empty"
+    assert empty["reject_reason"] == 'empty: response column "a" has no words'
+    summary = _audit_json(out)
+    quality = next(g for g in summary["gates"] if g["name"] == "quality")
+    assert [r["example_reason"] for r in quality["reasons"] if r["category"] == "empty"] == ['empty: response column "a" has no words']
+    body = (out / "README.md").read_text(encoding="utf-8")
+    assert md_escape('empty: response column "a" has no words') in body
+    assert 'column "response"' not in (out / "rejected.jsonl").read_text() + json.dumps(summary) + body
+
+    # ... and the census still counts it as a leak of gsm_nested/q3
+    census = summary["census"]["contamination"]
+    assert census["earlier_drops_checked"] == sum(1 for r in rejected.values() if r["gate"] != "contamination")
+    assert census["earlier_drop_hits"] == 1 and census["earlier_hits_by_gate"] == {"quality": 1}
+    assert [(h["row_id"], h["dropped_by"]) for h in census["hits"]] == [("leak_empty", "quality")]
+    assert "gsm_nested/q3" in census["hits"][0]["reason"]
+    cont = summary["contamination"]
+    assert (cont["gate_hits"], cont["earlier_drop_hits"]) == (6, 1)
+    assert "first dropped by: quality 1" in body and "Eval-set matches among all candidates: **7**" in body
+
+    # each eval set with its own fields, in audit.json and on the card
+    specs = {s["name"]: s for s in summary["gate_config"]["extra_eval_sets"]}
+    assert (specs["gsm_nested"]["text_fields"], specs["gsm_nested"]["id_field"]) == (["question.stem"], "qid")
+    assert (specs["gsm_train"]["text_fields"], specs["gsm_train"]["id_field"]) == (["problem"], "id")
+    assert (specs["gsm_plain"]["text_fields"], specs["gsm_plain"]["id_field"]) == (["question"], None)
+    assert "| gsm\\_nested | 5 |" in body and md_escape("(text: question.stem; id: qid)") in body
+    # no reference: every drift check is "not tested", never "pass"
+    for name in ("distribution_drift", "diversity_collapse", "identity_term_rates", "intent_coverage", "politeness_skew"):
+        check = next(c for c in summary["checks"] if c["name"] == name)
+        assert check["result"] == "not tested" and not check["tested"]
+        assert _verdicts(body)[name][0] == "not tested"
+    assert summary["embeddings"] == {"enabled": False, "source": "--no-embeddings",
+                                     "contamination_rule": "off (switched off with --no-embeddings)", "model": None}
+
+    # per-set options must name a --eval-set
+    assert main([str(data), "--out", str(out), "--gates", str(fast_gates), "--eval-set", f"gsm_nested={nested}",
+                 "--eval-set-field", "nope=question", "--quiet"]) == 2
+    assert "no --eval-set named 'nope'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def default_audit(shared_data, repo_root, tmp_path_factory):
+    """The shipped default (embeddings on, strict profile) on BANKING77 rows plus a slice of offensive tweets,
+    against a BANKING77 reference; the contamination eval set is 5 GSM8K items (so the test embeds few items)."""
+    tmp = tmp_path_factory.mktemp("default_audit")
+    gsm = _jsonl(shared_data / "gsm8k" / "test.jsonl")[:5]
+    evals = tmp / "gsm5.jsonl"
+    evals.write_text("".join(json.dumps({"id": f"g{i}", "question": g["question"]}) + "\n" for i, g in enumerate(gsm)))
+    data = shipped_gate_data(repo_root)
+    assert data["contamination"]["use_embeddings"] is True  # the shipped default: embeddings on
+    data["contamination"]["eval_sets"] = [{"name": "gsm5", "source": "file", "path": str(evals), "id_field": "id",
+                                           "text_fields": ["question"]}]
+    gates = tmp / "gates.yaml"
+    gates.write_text(yaml.safe_dump(data, sort_keys=False))
+    bank = pd.read_csv(shared_data / "banking77" / "test.csv").sample(45, random_state=3)
+    rows = [{"id": f"b{i}", "text": t, "intent": "complaint" if i < 15 else c} for i, (t, c) in enumerate(zip(bank["text"], bank["category"]))]
+    tweets = (shared_data / "tweeteval" / "offensive" / "test_text.txt").read_text(encoding="utf-8").splitlines()
+    labels = (shared_data / "tweeteval" / "offensive" / "test_labels.txt").read_text().split()
+    rude = [t.strip() for t, y in zip(tweets, labels) if y == "1" and "fuck" in t.lower() and len(t.split()) >= 8][:15]
+    assert len(rude) == 15
+    rows += [{"id": f"o{i}", "text": t, "intent": "complaint"} for i, t in enumerate(rude)]
+    dataset = tmp / "external.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reference = tmp / "reference.csv"
+    pd.read_csv(shared_data / "banking77" / "train.csv").sample(120, random_state=4).to_csv(reference, index=False)
+    out = tmp / "out"
+    code = main([str(dataset), "--reference", str(reference), "--out", str(out), "--gates", str(gates), "--id-column", "id",
+                 "--intent-column", "intent", "--quiet"])
+    assert code == 0
+    return out, rows
+
+
+def test_embeddings_are_on_by_default(default_audit):
+    out, _ = default_audit
+    summary = _audit_json(out)
+    assert summary["embeddings"]["enabled"] is True and summary["embeddings"]["contamination_rule"] == "ran"
+    assert summary["embeddings"]["model"] and summary["contamination"]["embedding_check"] == "ran"
+    probes = {p["name"] for p in summary["drift"]["checks"]["distribution_drift"]["probes"]}
+    assert "nn_distance" in probes  # the embedding drift probe ran
+    body = (out / "README.md").read_text(encoding="utf-8")
+    assert "**Embeddings:** on" in body and "Embeddings were off" not in body
+
+
+def test_a_toxic_slice_is_visible_and_escalates_at_error(default_audit):
+    """15 of the 30 rows of intent "complaint" are offensive tweets: the slice's toxic drop rate is far over the 5%
+    bar, the escalation fails at ERROR, and the per-slice table is in audit.json and on the card."""
+    out, rows = default_audit
+    summary = _audit_json(out)
+    rejected = _jsonl(out / "rejected.jsonl")
+    complaint = {r["id"] for r in rows if r["intent"] == "complaint"}
+    before_toxicity = {r["row_id"] for r in rejected if r["gate"] in ("quality", "dedup")}
+    seen = complaint - before_toxicity
+    toxic = {r["row_id"] for r in rejected if r["gate"] == "toxicity" and r["row_id"] in complaint}
+    assert len(toxic) >= 5
+    table = next(t for t in summary["slices"] if t["name"] == "toxicity")
+    assert table["columns"] == ["intent"] and table["severity"] == "ERROR" and table["bar"] == 0.05
+    slice_ = next(r for r in table["rows"] if r["labels"] == {"intent": "complaint"})
+    assert (slice_["rows"], slice_["dropped"]) == (len(seen), len(toxic)) and slice_["over_bar"]
+    assert table["rows"][0] == slice_  # highest rate first
+    check = next(c for c in summary["checks"] if c["name"] == "toxicity_slice_escalation")
+    assert (check["result"], check["severity"]) == ("fail", "ERROR") and check["failing"] == ["intent=complaint"]
+    assert "toxicity_slice_escalation" in summary["verdict"]["failed_at_error"]
+    lost = next(t for t in summary["slices"] if t["name"] == "all_gates")
+    everything = next(r for r in lost["rows"] if r["labels"] == {"intent": "complaint"})
+    assert everything["rows"] == 30 and everything["dropped"] == len(complaint & {r["row_id"] for r in rejected})
+    body = (out / "README.md").read_text(encoding="utf-8")
+    rate = f"{len(toxic) / len(seen):.1%}"
+    assert f"| complaint | {len(seen)} | {len(toxic)} | {rate} | 5.0% | **yes** |" in body
+    assert _verdicts(body)["toxicity_slice_escalation"] == ("FAIL", "ERROR")
+
+
+def test_canaries_are_measured_in_the_audit(default_audit):
+    out, _ = default_audit
+    summary = _audit_json(out)
+    per_gate = {r["gate"]: r for r in summary["canaries"]["summary"]}
+    assert set(per_gate) == set(GATES)
+    planted = pd.DataFrame(summary["canaries"]["rows"])
+    for gate, r in per_gate.items():
+        mine = planted[planted["gate"] == gate]
+        assert r["positives"] == int((mine["expected"] == "drop").sum()) > 0
+        assert r["caught"] == int((mine["dropped"] & (mine["expected"] == "drop")).sum())
+    # the contamination canaries are the gate's own eval items (gsm5), planted the ways a leak looks
+    cont = planted[(planted["gate"] == "contamination") & (planted["expected"] == "drop")]
+    assert cont["detail"].str.startswith("gsm5/").all()
+    check = next(c for c in summary["checks"] if c["name"] == "gate_canary_recall")
+    assert check["tested"] and check["result"] == ("pass" if all(r["passed"] for r in per_gate.values()) else "fail")
+    body = (out / "README.md").read_text(encoding="utf-8")
+    assert "**Canaries in this audit.**" in body
+    for gate, r in per_gate.items():
+        assert re.search(rf"^\| {gate} \| [^\n]*\| {r['caught']}/{r['positives']} \|", body, flags=re.M), gate
+    assert not re.search(r"\bgenerated\b", body)  # audited rows are not called generated
+
+
+def test_measured_gate_quality_reaches_audit_json_and_card(shared_data, fast_gates, tmp_path):
+    """A gate that reports figures measured on named labelled data (``measured()``) has them in the audit: here
+    the quality gate's false-drop rate on 200 real BANKING77 queries, measured in this test."""
+    from dataclasses import replace
+
+    from synqa_dagster.gates.quality import QualityGate
+    from synqa_dagster.stages import STAGES
+
+    bank = pd.read_csv(shared_data / "banking77" / "train.csv").head(200)
+    labelled = pd.DataFrame({"row_id": [f"r{i}" for i in range(len(bank))], "text": bank["text"]})
+
+    class MeasuredQuality(QualityGate):
+        def measured(self):
+            dropped = ~self.evaluate(labelled).keep
+            return [{"data": "BANKING77 train (200 benign queries)", "false_drop_rate": float(dropped.mean()),
+                     "note": "measured by the test"}]
+
+    stages = tuple(replace(s, make_gate=lambda c, env: MeasuredQuality(c)) if s.name == "quality" else s for s in STAGES)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in pd.read_csv(shared_data / "banking77" / "test.csv")["text"].head(25)))
+    out = tmp_path / "out"
+    run_audit(data, None, out, gate_config=load_gate_config(fast_gates), show_progress=False, stages=stages)
+    expected = MeasuredQuality(load_gate_config(fast_gates).quality).measured()[0]
+    summary = _audit_json(out)
+    assert [m for m in summary["measured"] if m["gate"] == "quality"] == [{"gate": "quality", **expected}]
+    assert any(m["gate"] == "contamination" for m in summary["measured"])  # the shipped contamination figures
+    body = (out / "README.md").read_text(encoding="utf-8")
+    assert "**On named labelled data**" in body
+    assert f"| quality | {md_escape(expected['data'])} |" in body and f"{expected['false_drop_rate']:.1%}" in body

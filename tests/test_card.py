@@ -21,12 +21,17 @@ from synqa_dagster.gates.base import decision_table, rejects, survivors
 from synqa_dagster.gates.dedup import DedupGate
 from synqa_dagster.gates.quality import QualityGate, QualityGateConfig
 from synqa_dagster.handover.card import (
+    CanaryFacts,
     CardFacts,
+    CheckFacts,
     ContaminationFacts,
     EvalSetFacts,
     LineageFacts,
     ReviewFacts,
+    SliceRow,
+    SliceTableFacts,
     SourceFacts,
+    check_result,
     composition_facts,
     funnel_facts,
     gate_facts,
@@ -38,7 +43,7 @@ from synqa_dagster.handover.card import (
     render_rollup_card,
     size_category,
 )
-from synqa_dagster.handover.funnel_chart import funnel_chart_png, funnel_report_markdown
+from synqa_dagster.handover.funnel_chart import funnel_axis_limit, funnel_chart_png, funnel_figure, funnel_report_markdown
 from synqa_dagster.stats.config import DriftConfig
 from synqa_dagster.stats.findings import drift_findings
 
@@ -277,3 +282,80 @@ def test_md_escape_and_buckets():
     assert [size_category(n) for n in (0, 999, 1000, 99_999, 100_000, 2_000_000)] == [
         "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M"]
     assert languages_from_locales(["en-GB", "de_DE", None, "xx-invalid-", "fr"]) == ["de", "en", "fr", "xx"]
+
+
+def test_funnel_axis_fits_the_data(batch):
+    """The chart's x axis runs to the longest bar plus a small margin (the counts are written beside the axes),
+    not to ~1.75x the row count."""
+    rows, tables, _, _ = batch
+    funnel = funnel_table(len(rows), tables)
+    for seeds in (None, 12, 400):
+        fig = funnel_figure(funnel, "batch", seeds=seeds)
+        ax = fig.axes[0]
+        right = ax.get_xlim()[1]
+        longest = max(len(rows), seeds or 0)
+        assert longest <= right <= 1.1 * longest, (seeds, right)
+        assert right == funnel_axis_limit(funnel, seeds)
+        bar_ends = [p.get_x() + p.get_width() for p in ax.patches]
+        assert max(bar_ends) == longest and all(end <= right for end in bar_ends)
+        notes = [t.get_text() for t in ax.texts]
+        assert f"{len(rows)} generated" in notes and any(n.startswith(f"{int(tables['quality']['kept'].sum())} kept") for n in notes)
+    audit = funnel_figure(funnel, "audit", source_label="audited")
+    assert [t.get_text() for t in audit.axes[0].get_yticklabels()][0] == "audited"
+    assert funnel_chart_png(funnel, "audit", source_label="audited")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_untested_check_says_not_tested(batch):
+    """Findings below min_rows are not tested: the card must say so, never "pass"."""
+    _, _, accepted, _ = batch
+    few = drift_findings(accepted.head(5), accepted.tail(50), DriftConfig())
+    body = render_card(_facts(batch, drift=few))
+    table = body.split("## Drift, diversity and bias vs the reference", 1)[1].split("\n## ", 1)[0]
+    for name in few["checks"]:
+        assert re.search(rf"^\| {re.escape(md_escape(name))} \| not tested \|", table, flags=re.M), name
+    assert "| pass |" not in table
+    assert check_result(False, True, "ERROR") == "not tested"
+    assert check_result(True, True, "ERROR", "too_few_rows") == "not tested"
+    assert [check_result(True, p, s) for p, s in ((True, "ERROR"), (False, "ERROR"), (False, "WARN"))] == ["pass", "fail", "warn"]
+
+
+def test_audit_card_words_checks_and_slices(batch):
+    """An audit card never calls the audited rows "generated"; it states a verdict per check with its severity
+    and the per-slice tables, where a slice losing 47% of its rows is plain to see."""
+    rows, tables, _, _ = batch
+    checks = [CheckFacts(name="distribution_drift", tested=True, passed=False, severity="ERROR", result="fail",
+                         summary="returned to synthesis: drift in chars"),
+              CheckFacts(name="intent_coverage", tested=False, passed=True, severity="WARN", result="not tested",
+                         summary="not tested: no intents to cover")]
+    toxic = SliceTableFacts(name="toxicity", columns=["intent"], bar=0.05, min_rows=20, severity="ERROR", rows=[
+        SliceRow(labels={"intent": "card_arrival"}, rows=34, dropped=16, rate=16 / 34, over_bar=True),
+        SliceRow(labels={"intent": HOSTILE_INTENT}, rows=25, dropped=0, rate=0.0)])
+    lost = SliceTableFacts(name="all_gates", columns=["intent"], rows=[
+        SliceRow(labels={"intent": "card_arrival"}, rows=40, dropped=19, rate=19 / 40, by_gate={"quality": 3, "toxicity": 16})])
+    facts = _facts(batch, kind="audit", recipe_name=None, recipe_hash=None, seeds=None, generators=[], seed_corpus=None,
+                   prompt_template_ids=[], response_template_ids=[], review=ReviewFacts(), lineage=None,
+                   audited_source=SourceFacts(path="external.jsonl", sha256="ab" * 8, rows=len(rows), origin="external"),
+                   checks=checks, slices=[toxic, lost], severity_profile="strict", embeddings=False,
+                   canaries=[CanaryFacts(gate="contamination", positives=0, caught=0, negatives=4, false_positives=0,
+                                         false_positive_rate=0.0, kinds="benign"),
+                             CanaryFacts(gate="dedup", positives=0, caught=0)])
+    text = render_card(facts)
+    body = DatasetCard(text).text
+    assert not re.search(r"\bgenerated\b", body), re.findall(r".{40}\bgenerated\b.{20}", body)
+    assert f"**{len(rows)} audited →" in body and "returned to synthesis:" not in body
+    assert "| distribution\\_drift | FAIL | ERROR |" in body and "| intent\\_coverage | not tested | WARN |" in body
+    assert "**Verdict: would not pass** — failed at severity ERROR: distribution\\_drift" in body
+    assert "| card\\_arrival | 34 | 16 | 47.1% | 5.0% | **yes** |" in body
+    assert "| card\\_arrival | 40 | 19 | 47.5% | 3 | 16 |\n" in body
+    assert "**Embeddings:** **off**" in body and "**Embeddings were off:**" in body
+    # a canary row that planted no positive cannot pass on recall
+    assert "| contamination | benign | 0/0 | n/a | 0/4 | 0.0% |  | pass (recall not tested: no positive planted) |" in body
+    assert re.search(r"^\| dedup \|[^\n]*\| not tested \|", body, flags=re.M)
+    html = _markdown_html(body)
+    assert "<script" not in html  # the hostile slice label stays text
+    for table in re.findall(r"<table>.*?</table>", html, flags=re.S):
+        widths = {len(re.findall(r"<t[hd][ >]", row)) for row in re.findall(r"<tr>.*?</tr>", table, flags=re.S)}
+        assert len(widths) == 1, table[:300]
+    # a batch card still calls its rows generated, and prints no verdict table of its own
+    batch_body = render_card(_facts(batch))
+    assert " generated →" in batch_body and "## Verdict per check" not in batch_body

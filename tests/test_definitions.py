@@ -4,7 +4,7 @@ import dagster as dg
 
 from synqa_dagster.config import load_gate_config, load_recipe
 from synqa_dagster.definitions import BATCH_JOB, build_definitions, defs
-from synqa_dagster.stages import EMBEDDINGS, STAGES, input_asset, last_automatic
+from synqa_dagster.stages import EMBEDDINGS, STAGES, embeddings_stage, input_asset, last_automatic
 
 
 
@@ -14,8 +14,15 @@ def funnel_edges(stages=STAGES) -> list[tuple[str, str]]:
     for s in stages:
         edges.append((input_asset(s, stages), s.asset))
         if EMBEDDINGS in s.inputs:
-            edges += [(input_asset(s, stages), "candidate_embeddings"), ("candidate_embeddings", s.asset)]
+            edges.append(("candidate_embeddings", s.asset))
+    first = embeddings_stage(stages)
+    edges.append((input_asset(first, stages), "candidate_embeddings"))  # it embeds the first user's input rows
     tested = last_automatic(stages).asset
+    for s in stages:
+        if s.census:
+            edges += [(e.asset, s.census_asset) for e in stages[: stages.index(s)]]
+            edges += [(s.census_asset, "handover_pack")]
+    edges += [("gate_canaries", "review_queue"), ("gate_canaries", "handover_pack")]
     edges += [(tested, "drift_findings"), ("reference_corpus", "drift_findings"), ("drift_findings", "review_queue"),
               (tested, "review_queue"), ("review_queue", "human_review")]
     for s in stages:
@@ -44,7 +51,8 @@ def test_every_asset_has_description_group_kinds_and_the_recipe_version():
     recipe_hash = load_recipe().content_hash()
     gate_hash = load_gate_config().content_hash()
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
-    assert len(specs) == len(STAGES) + 11  # the gates + corpus, generation, embeddings, drift, review queue, outputs, handover
+    # the gates + their census tables + corpus, generation, embeddings, drift, canaries, review queue, outputs, handover
+    assert len(specs) == len(STAGES) + sum(s.census for s in STAGES) + 12
     for name, spec in specs.items():
         if name in ("reference_corpus", "dataset_card"):  # shared across batches: unpartitioned
             assert spec.partitions_def is None and spec.description and spec.kinds
@@ -69,6 +77,7 @@ def test_checks_are_partitioned_and_blocking():
     assert set(checks) == {
         "toxicity_slice_escalation", "every_candidate_accounted_once", "no_eval_ngram_in_accepted",
         "distribution_drift", "diversity_collapse", "identity_term_rates", "intent_coverage", "politeness_skew",
+        "gate_canary_recall",
     }
     for check_def in defs.asset_checks:
         for spec in check_def.check_specs:

@@ -154,3 +154,25 @@ def test_synqa_audit_runs_the_same_registry(tmp_path):
     accepted, log = build_outputs(run, rows)
     assert "b" in set(log.loc[log["gate"] == "polite_only", "row_id"])
     assert "b" not in set(accepted["row_id"])
+
+
+def test_the_contamination_census_counts_leaks_that_an_earlier_gate_dropped_first():
+    """A row the quality gate drops (it is too long a copy-paste) still counts as an eval-set leak on the card."""
+    from synqa_dagster.gates.base import decision_table
+    from synqa_dagster.resources import EmbedderResource
+    from synqa_dagster.stages import census, earlier_drops
+
+    gate_config = load_gate_config()
+    contamination = stage("contamination")
+    gate = contamination.build(gate_config, EmbedderResource())
+    item = gate.eval_items.iloc[0]
+    rows = pd.DataFrame({"row_id": ["leak", "fine"], "text": [str(item["text"]), "How do I change my email address?"]})
+    quality = GateResult.all_kept("quality", 2)
+    quality.drop(0, "too_long", "too long (planted)", 1.0)
+    quality.drop(1, "too_short", "too short (planted)", 1.0)
+    tables = {"quality": decision_table(rows, quality)}
+    dropped = earlier_drops(contamination, tables)
+    assert list(dropped["dropped_by"]) == ["quality", "quality"]
+    verdicts = census(gate, dropped).set_index("row_id")
+    assert verdicts.loc["leak", "hit"] and not verdicts.loc["fine", "hit"]
+    assert verdicts.loc["leak", "dropped_by"] == "quality" and item["item_id"] in str(verdicts.loc["leak", "reason"])

@@ -22,8 +22,8 @@ from synqa_dagster.gates.base import Gate, decision_table, survivors
 from synqa_dagster.metadata import batch_asset_settings, table_metadata
 from synqa_dagster.resources import EmbedderResource, StoreResource
 from synqa_dagster.stages import (
-    DEDUP_INDEX, EMBEDDINGS, EMBEDDINGS_ASSET, PRIOR_INDEX, STAGES, GateStage, automatic_stages, embeddings_stage,
-    input_asset,
+    DEDUP_INDEX, EMBEDDINGS, EMBEDDINGS_ASSET, PRIOR_INDEX, STAGES, GateStage, automatic_stages, census,
+    earlier_drops, embeddings_stage, input_asset,
 )
 
 GROUP = "gates"
@@ -107,6 +107,44 @@ def _gate_asset(s: GateStage, stages: Sequence[GateStage], gates: GateConfig, ve
     return _gate
 
 
+def _census_asset(s: GateStage, stages: Sequence[GateStage], gates: GateConfig, versions: dict, common: dict) -> dg.AssetsDefinition:
+    earlier = list(stages)[: list(stages).index(s)]
+    ins = {e.asset: dg.AssetIn(e.asset) for e in earlier}
+    if EMBEDDINGS in s.inputs:
+        ins[EMBEDDINGS_ASSET] = dg.AssetIn(EMBEDDINGS_ASSET)
+
+    @dg.asset(
+        name=s.census_asset,
+        ins=ins,
+        kinds={"python", "parquet"},
+        description=(
+            f"The {s.name} gate's verdict on every row an earlier gate ({', '.join(e.name for e in earlier)}) already "
+            f"dropped, so the card counts every {s.name} hit whichever gate dropped the row first. Changes nothing "
+            "that ships: those rows stay rejected by the gate that dropped them."
+        ),
+        **common,
+    )
+    def _census(context: dg.AssetExecutionContext, embedder: EmbedderResource, **upstream: pd.DataFrame):
+        started = time.perf_counter()
+        dropped = earlier_drops(s, upstream, stages)
+        gate = s.build(gates, embedder)
+        vectors = None
+        if EMBEDDINGS in s.inputs and len(dropped):
+            vectors = vectors_for(dropped, upstream.get(EMBEDDINGS_ASSET), strict=False)
+            if vectors is None:  # rows dropped before the shared embeddings were computed: embed them here, once
+                vectors = embedder.embedder().encode(dropped["text"].astype(str).tolist())
+        table = census(gate, dropped, vectors)
+        hits = table.loc[table["hit"]]
+        context.log.info(f"{s.name} census: {len(hits)} of {len(table)} earlier drops also hit {s.name}")
+        return dg.Output(table, metadata=table_metadata(
+            hits if len(hits) else table, ["row_id", "dropped_by", "category", "reason"], time.perf_counter() - started,
+            checked=len(table), hits=len(hits),
+            hits_by_first_gate=hits["dropped_by"].value_counts().to_dict() if len(hits) else {}, **versions,
+        ))
+
+    return _census
+
+
 def _embeddings_asset(source: str, common: dict, versions: dict) -> dg.AssetsDefinition:
     first = source == "generated_candidates"
 
@@ -150,6 +188,8 @@ def build_gate_assets(
         if s is needs_embeddings:
             assets.append(_embeddings_asset(input_asset(s, stages), common, versions))
         assets.append(_gate_asset(s, stages, gates, versions, common))
+        if s.census:
+            assets.append(_census_asset(s, stages, gates, versions, common))
     return assets
 
 

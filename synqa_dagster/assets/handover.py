@@ -19,10 +19,10 @@ from synqa_dagster.gates.eval_sets import load_eval_sets
 from synqa_dagster.handover.batch import BatchInputs, read_card_facts, write_batch_handover, write_rollup
 from synqa_dagster.paths import resolve_path
 from synqa_dagster.assets.review import read_slice_verdicts
-from synqa_dagster.resources import HandoverResource, StoreResource
+from synqa_dagster.resources import EmbedderResource, HandoverResource, StoreResource
 from synqa_dagster.stages import (
-    ACCEPTED, CANDIDATES, DATASET_CARD, DRIFT_FINDINGS, HANDOVER, REFERENCE_ASSET, REVIEW_QUEUE, SEED_CORPUS, STAGES,
-    GateStage, ordered_tables,
+    ACCEPTED, CANARIES, CANDIDATES, DATASET_CARD, DRIFT_FINDINGS, HANDOVER, REFERENCE_ASSET, REVIEW_QUEUE, SEED_CORPUS, STAGES,
+    GateStage, measured_quality, ordered_tables,
 )
 from synqa_dagster.stats.findings import findings_from_table
 
@@ -36,8 +36,9 @@ def build_handover_assets(
     versions = {"recipe_hash": recipe.content_hash(), "gate_config_hash": gates.content_hash()}
     code_version = f"{versions['recipe_hash']}.{versions['gate_config_hash']}"
     human = next(s for s in stages if not s.automatic)
-    ins = {name: dg.AssetIn(name) for name in (SEED_CORPUS, CANDIDATES, REVIEW_QUEUE, ACCEPTED, DRIFT_FINDINGS)}
+    ins = {name: dg.AssetIn(name) for name in (SEED_CORPUS, CANDIDATES, REVIEW_QUEUE, ACCEPTED, DRIFT_FINDINGS, CANARIES)}
     ins.update({s.asset: dg.AssetIn(s.asset) for s in stages})
+    ins.update({s.census_asset: dg.AssetIn(s.census_asset) for s in stages if s.census})
     ins["reference"] = dg.AssetIn(REFERENCE_ASSET)
 
     @dg.asset(
@@ -56,7 +57,8 @@ def build_handover_assets(
         ),
     )
     def handover_pack(
-        context: dg.AssetExecutionContext, handover: HandoverResource, store: StoreResource, **tables: pd.DataFrame
+        context: dg.AssetExecutionContext, handover: HandoverResource, store: StoreResource, embedder: EmbedderResource,
+        **tables: pd.DataFrame
     ) -> dg.MaterializeResult:
         started = time.perf_counter()
         batch = context.partition_key
@@ -82,6 +84,9 @@ def build_handover_assets(
             drift=findings_from_table(tables[DRIFT_FINDINGS]),
             eval_set_items=_eval_set_items(gates),
             stages=tuple(stages),
+            canaries=tables[CANARIES],
+            census={s.name: tables[s.census_asset] for s in stages if s.census},
+            measured=measured_quality(gates, embedder, stages),
         )
         folder = write_batch_handover(handover.base(), inputs, handover.signing_key())
         facts = read_card_facts(folder)

@@ -26,7 +26,7 @@ from synqa_dagster.metadata import batch_asset_settings, preview_markdown, table
 from synqa_dagster.resources import HandoverResource, ReviewStoreResource, StoreResource
 from synqa_dagster.review.sampling import SLICE_FRAME_COLUMNS, draw_sample, guarantee_text
 from synqa_dagster.review.store import redact_url
-from synqa_dagster.stages import DRIFT_FINDINGS, REVIEW_QUEUE, SEED_CORPUS, STAGES, GateStage, held_tables, last_automatic
+from synqa_dagster.stages import CANARIES, DRIFT_FINDINGS, REVIEW_QUEUE, SEED_CORPUS, STAGES, GateStage, held_tables, last_automatic
 
 GROUP = "review"
 #: What a reviewer sees of a row, besides its id, slice and position.
@@ -112,7 +112,7 @@ def build_review_assets(
     @dg.asset(
         name=REVIEW_QUEUE,
         ins={"tested": dg.AssetIn(source), SEED_CORPUS: dg.AssetIn(SEED_CORPUS)},
-        deps=[DRIFT_FINDINGS],
+        deps=[DRIFT_FINDINGS, CANARIES],
         kinds={"python", "sqlite", "parquet"},
         description=(
             f"The batch's human-review sample: risk tier '{tier}' ({plan.kind}), stratified by "

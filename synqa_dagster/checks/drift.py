@@ -84,6 +84,7 @@ def diversity_result(table: pd.DataFrame) -> dg.AssetCheckResult:
         "failing_metrics": dg.MetadataValue.json(found["failing"]),
         "rows_batch": int(found["rows_batch"]),
         "metrics": dg.MetadataValue.md(_md(frame)),
+        "diagnosis": str(found["details"].get("diagnosis", "")),
         **({f"{m}_ratio": float(r) for m, r in zip(frame["metric"], frame["ratio"])} if frame is not None else {}),
     })
 
@@ -130,8 +131,9 @@ def build_drift_checks(drift: DriftConfig, partitions: dg.PartitionsDefinition |
          f"Two-sample KS (numeric probes) and chi-squared (categorical) of the survivors vs the reference; a probe fails "
          f"when its effect size exceeds its threshold and its BH-adjusted p < {drift.alpha} (severity {sev.drift})."),
         (DIVERSITY, diversity_result,
-         "Inter-row diversity (mean pairwise embedding distance, distinct-n, cluster entropy) vs size-matched "
-         f"reference subsamples: a batch collapsed onto a few templates fails (severity {sev.diversity})."),
+         "Inter-row diversity (distinct-n, mean pairwise embedding distance, cluster entropy, near-duplicate cluster "
+         "mass, template n-gram share) vs size-matched reference subsamples: a batch collapsed onto a few templates "
+         f"fails; a merely narrower domain is reported as such (severity {sev.diversity})."),
         (IDENTITY, identity_result,
          f"Identity-term mention rates per category vs the reference (chi-squared, BH; severity {sev.identity_terms})."),
         (COVERAGE, coverage_result,

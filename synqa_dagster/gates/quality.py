@@ -6,6 +6,12 @@ actionable reason (``too short: 3 words < min 5``, ``repetition: 60% duplicate l
 fixed order and a row is reported under the first rule it fails; later (costlier) rules skip rows that are
 already dropped.
 
+Leak rules only fire in prompt-leak contexts: scaffolding markers (``Rewritten Prompt:``, chat-template tokens),
+prompt headers at the start of a line (``### Instruction:``) and unfilled placeholders of known template fields
+(``{seed_text}``, ``{intent}``, ``{{ instruction }}``) outside code and templating answers; braces alone are
+not a leak (JSON, ``${{ matrix.os }}``, Jinja in a code block are legitimate answers). Emoji and other non-ASCII
+symbols are content: an emoji-only answer is judged by the length rules, not called empty.
+
 Measured on the shared real data with the defaults: 0.07% of the 10,003 BANKING77 train queries (six 2-word
 queries under ``min_words`` and one repetition), 0.09% of the 7,473 GSM8K train question+answer rows and 0 of
 the 427 self-instruct tasks are dropped, while >90% of sentence and phrase loops planted into real text are
@@ -27,6 +33,7 @@ import os
 import re
 import threading
 import time
+import unicodedata
 from collections import Counter
 from functools import lru_cache
 from itertools import islice
@@ -50,8 +57,10 @@ from synqa_dagster.gates.text import (
 __all__ = [
     "BatchLanguageIdentifier",
     "CATEGORIES",
+    "DEFAULT_LINE_START_MARKERS",
     "DEFAULT_META_PROMPT_MARKERS",
     "DEFAULT_PLACEHOLDER_PATTERN",
+    "PLACEHOLDER_FIELDS",
     "GOPHER_DUPLICATE_NGRAM",
     "GOPHER_TOP_NGRAM",
     "QualityGate",
@@ -74,16 +83,30 @@ DEFAULT_META_PROMPT_MARKERS: tuple[str, ...] = (
     "[INST]",
     "[/INST]",
     "<</SYS>>",
-    "{{",
-    "}}",
+    "#The Given Prompt#",
     "As an AI language model",
 )
 
-#: Unfilled template placeholders such as ``{instruction}`` (typical prompt-template field names only, so that
-#: code such as ``print(f"{name}")`` is not flagged).
+#: Prompt-format headers that leak only when they open a line (``### Instruction:`` of Alpaca-style prompts); in
+#: the middle of a line, or without the colon (a Markdown heading "### Input"), they are ordinary text.
+DEFAULT_LINE_START_MARKERS: tuple[str, ...] = ("### Instruction:", "### Input:", "### Response:")
+
+#: Field names of the prompt templates a placeholder may leak from: the recipe's own fields
+#: (``synqa_dagster.config.TEMPLATE_FIELDS``, kept in sync by a test), the fields of distilabel's task templates,
+#: and typical prompt-template field names.
+PLACEHOLDER_FIELDS: tuple[str, ...] = (
+    "locale", "intent", "intent_description", "seed_text",
+    "instruction", "input", "output", "prompt", "given_prompt", "rewritten_prompt", "created_prompt", "question",
+    "answer", "response", "context", "query", "system_prompt", "seed", "topic", "task", "example", "examples",
+    "application_description", "criteria_for_query_generation", "num_instructions",
+)
+
+#: Unfilled template placeholders: ``{field}`` (Python ``str.format``, the recipe's templates) or ``{{field}}`` /
+#: ``{{ field }}`` (Jinja, distilabel's templates) with a bare field name of :data:`PLACEHOLDER_FIELDS`, so that
+#: code such as ``print(f"{name}")``, JSON and ``${{ matrix.os }}`` are not flagged. Matches in code or templating
+#: contexts are ignored too (see ``QualityGateConfig.placeholder_skip_code``).
 DEFAULT_PLACEHOLDER_PATTERN = (
-    r"\{(?:instruction|input|output|prompt|given_prompt|rewritten_prompt|created_prompt|question|answer|"
-    r"response|context|query|system_prompt|seed|topic|task|examples?)\}"
+    r"\{\{\s*(?:" + "|".join(PLACEHOLDER_FIELDS) + r")\s*\}\}|\{(?:" + "|".join(PLACEHOLDER_FIELDS) + r")\}"
 )
 
 #: Gopher's Table A1 limits, tuned for web pages of 50+ words. On short instruction rows they flag clean text
@@ -123,8 +146,15 @@ class QualityGateConfig(BaseModel):
         max_token_run: longest allowed run of the same word repeated back to back ("no no no no" is 4).
         token_run_skip_numbers: ignore runs of a number (``0 0 0 0 0`` in grids, matrices and test data).
         meta_prompt_markers: case-insensitive substrings that reveal leaked prompt scaffolding or chat-template
-            tokens.
+            tokens (anywhere in the text). Braces are not markers: ``{{``/``}}`` occur in JSON, GitHub Actions
+            (``${{ matrix.os }}``) and Jinja answers; leaked template fields are the placeholder rule's job.
+        line_start_markers: case-insensitive prompt-format headers that only count at the start of a line
+            (after optional spaces), e.g. ``### Instruction:``.
         placeholder_pattern: regex (case-insensitive) for unfilled template placeholders; ``None`` disables.
+        placeholder_skip_code: ignore placeholder matches in code or templating contexts: preceded by ``$``
+            (``${{ x }}``, ``${input}``), inside a fenced code block or an inline code span, on a line with a
+            Python f-string or ``.format(``, or anywhere in a templating answer (Jinja ``{% %}`` / ``{# #}`` tags,
+            or one that names Jinja, Mustache, Handlebars or Nunjucks).
         expected_language: ISO 639-1 code the text must be in (``None`` disables the rule).
         language_min_chars: texts shorter than this (stripped characters) are never judged on language;
             short texts are where language identification is least reliable.
@@ -165,9 +195,13 @@ class QualityGateConfig(BaseModel):
     meta_prompt_markers: tuple[str, ...] = Field(
         DEFAULT_META_PROMPT_MARKERS, description="Case-insensitive substrings revealing leaked prompt scaffolding."
     )
+    line_start_markers: tuple[str, ...] = Field(
+        DEFAULT_LINE_START_MARKERS, description="Case-insensitive prompt headers that leak at the start of a line."
+    )
     placeholder_pattern: str | None = Field(
         DEFAULT_PLACEHOLDER_PATTERN, description="Regex of unfilled template placeholders (case-insensitive)."
     )
+    placeholder_skip_code: bool = Field(True, description="Ignore placeholders in code / templating contexts.")
     expected_language: str | None = Field("en", description="ISO 639-1 code the text must be in; None disables.")
     language_min_chars: int = Field(40, ge=1, description="Texts shorter than this are not language-checked.")
     language_min_confidence: float = Field(0.95, ge=0, le=1, description="Min probability to call it wrong.")
@@ -286,6 +320,36 @@ def longest_token_run(tokens: list[str], limit: int, skip_numbers: bool = False)
             return tokens[start], end - start + 1
         start = same.find(b"\x01" * limit, end)
     return None
+
+
+_FENCE = re.compile(r"^[ \t]*(```|~~~)", re.MULTILINE)
+_TEMPLATING = re.compile(r"\{%.*?%\}|\{#.*?#\}|\b(?:jinja2?|mustache|handlebars|nunjucks)\b", re.IGNORECASE | re.DOTALL)
+_FORMAT_CODE = re.compile(r"(?<![A-Za-z0-9_])[rR]?[fF][rR]?[\"']|\.format\(|\.format_map\(")
+
+
+def in_code_context(text: str, start: int) -> bool:
+    """Whether position ``start`` of ``text`` is in code or a templating answer, where braces are syntax rather
+    than a leaked placeholder: right after ``$`` (``${{ matrix.os }}``, ``${input}``), inside a fenced code block
+    (an odd number of fences before it) or an inline code span (an odd number of backticks before it on its
+    line), on a line with a Python f-string or ``.format(``, or in a text with Jinja tags or naming a template
+    engine (:data:`_TEMPLATING`)."""
+    if start > 0 and text[start - 1] == "$":
+        return True
+    if len(_FENCE.findall(text, 0, start)) % 2 == 1:
+        return True
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", start)
+    line = text[line_start : line_end if line_end >= 0 else len(text)]
+    if text.count("`", line_start, start) % 2 == 1 or _FORMAT_CODE.search(line):
+        return True
+    return _TEMPLATING.search(text) is not None
+
+
+def has_symbol_content(text: str) -> bool:
+    """Whether ``text`` holds a non-ASCII symbol (Unicode ``S*``: emoji, ✓, →, ∞, €...), i.e. content that
+    normalisation drops although it is an answer (``"👍"``). ASCII symbols and punctuation (``$+<=>^|~``,
+    ``?!...``) are not content."""
+    return not text.isascii() and any(ord(ch) > 127 and unicodedata.category(ch)[0] == "S" for ch in text)
 
 
 @lru_cache(maxsize=1)
@@ -495,7 +559,8 @@ class QualityGate(Gate):
 
     Output:
         :class:`GateResult` with categories, in the order the rules run (a row is reported under the first
-        rule it fails): ``empty`` (blank text, no words, or an empty response column), ``meta_prompt_leak``,
+        rule it fails): ``empty`` (blank text, or no words and no emoji/symbol content, or such a response
+        column), ``meta_prompt_leak``,
         ``too_short`` / ``too_long``, ``echo``, ``repetition`` (duplicate lines, a run of one word, top and
         duplicate n-grams), ``wrong_language``. The score is the measured value of the failing rule (count,
         fraction or language probability); NaN for kept rows. ``metrics`` holds the configuration, counters,
@@ -521,6 +586,14 @@ class QualityGate(Gate):
         base = config or QualityGateConfig()
         self.config = QualityGateConfig(**{**base.model_dump(), **overrides}) if overrides else base
         self._markers = [(m, m.casefold()) for m in self.config.meta_prompt_markers]
+        self._line_markers = (
+            re.compile(
+                r"^[ \t]*(" + "|".join(map(re.escape, self.config.line_start_markers)) + ")",
+                re.IGNORECASE | re.MULTILINE,
+            )
+            if self.config.line_start_markers
+            else None
+        )
         self._placeholder = (
             re.compile(self.config.placeholder_pattern, re.IGNORECASE) if self.config.placeholder_pattern else None
         )
@@ -565,20 +638,27 @@ class QualityGate(Gate):
     # ----------------------------------------------------------------------------------------- rules
 
     def _rule_empty(self, result: GateResult, texts: list[str], normalized: list[str]) -> None:
+        """Blank text, or no words and no symbol content: emoji / symbol answers (``"👍"``) are content, judged
+        by the length rules instead (:func:`has_symbol_content`)."""
         for i, (raw, norm) in enumerate(zip(texts, normalized)):
             if not raw.strip():
                 result.drop(i, "empty", "empty: text is blank", 0.0)
-            elif not norm:
+            elif not norm and not has_symbol_content(raw):
                 result.drop(i, "empty", f"empty: no words, only punctuation/symbols ({len(raw.strip())} chars)", 0.0)
 
     def _meta_prompt(self, raw: str) -> str | None:
-        """Reason for a leaked marker or an unfilled placeholder in ``raw``, or ``None``."""
+        """Reason for a leaked marker, a leaked prompt header at the start of a line or an unfilled placeholder
+        (outside code and templating contexts) in ``raw``, or ``None``."""
         folded = raw.casefold()
         marker = next((m for m, low in self._markers if low in folded), None)
         if marker is not None:
             return f'leaked meta-prompt text "{marker}"'
-        if self._placeholder is not None and (m := self._placeholder.search(raw)):
-            return f'leaked meta-prompt text: unfilled template placeholder "{m.group(0)}"'
+        if self._line_markers is not None and (m := self._line_markers.search(raw)):
+            return f'leaked meta-prompt text "{m.group(1)}" at the start of a line'
+        if self._placeholder is not None:
+            for m in self._placeholder.finditer(raw):
+                if not (self.config.placeholder_skip_code and in_code_context(raw, m.start())):
+                    return f'leaked meta-prompt text: unfilled template placeholder "{m.group(0)}"'
         return None
 
     def _rule_length(self, result: GateResult, texts: list[str], normalized: list[str]) -> None:
@@ -597,7 +677,8 @@ class QualityGate(Gate):
             for i in np.flatnonzero(cmp(values, limit) & result.keep):
                 v = int(values[i])
                 label = "too short" if category == "too_short" else "too long"
-                result.drop(int(i), category, f"{label}: {v} {unit} {sign} {word} {limit}", v)
+                only = " (emoji/symbols only)" if not normalized[i] else ""  # no words left after the empty rule
+                result.drop(int(i), category, f"{label}: {v} {unit} {sign} {word} {limit}{only}", v)
 
     def _rule_echo(self, result: GateResult, rows: pd.DataFrame) -> None:
         c = self.config
@@ -608,7 +689,11 @@ class QualityGate(Gate):
         for i in np.flatnonzero(result.keep):
             response = normalize_text(responses[i])
             if not response:
-                result.drop(int(i), "empty", f'empty: response column "{c.response_column}" has no words', 0.0)
+                raw = "" if is_missing(responses[i]) else str(responses[i])
+                if not has_symbol_content(raw):
+                    result.drop(int(i), "empty", f'empty: response column "{c.response_column}" has no words', 0.0)
+                elif not normalize_text(instructions[i]) and _symbols_equal(raw, instructions[i]):
+                    result.drop(int(i), "echo", "echo: response identical to instruction (normalised)", 1.0)
             elif response == normalize_text(instructions[i]):
                 result.drop(int(i), "echo", "echo: response identical to instruction (normalised)", 1.0)
 
@@ -744,6 +829,12 @@ class QualityGate(Gate):
                 reason = f"wrong language: detected {lang} ({prob:.2f}) ≠ {c.expected_language}"
                 findings.append((i, "wrong_language", reason, prob))
         return findings
+
+
+def _symbols_equal(a: Any, b: Any) -> bool:
+    """Two word-less texts (emoji / symbols) are equal up to Unicode compatibility forms and spacing."""
+    fold = lambda t: "".join(unicodedata.normalize("NFKC", "" if is_missing(t) else str(t)).split())  # noqa: E731
+    return fold(a) == fold(b)
 
 
 #: (gate, texts, normalized) visible to forked workers without pickling the table.

@@ -1,10 +1,17 @@
 """Toxicity gate: drop candidates a toxicity scorer rates at or above a threshold; report per-slice rates.
 
-Three backends (``ToxicityGateConfig.backend``):
+Four backends (``ToxicityGateConfig.backend``):
 
-* ``"profanity_check"`` (default): the linear SVM shipped inside ``alt-profanity-check`` (~80k rows/s on 2 CPU
+* ``"learned"`` (default): :class:`LearnedToxicityScorer`, a logistic regression over the all-MiniLM-L6-v2
+  sentence embedding (the shared ``candidate_embeddings``; the gate embeds the rows itself when none are passed)
+  plus hashed character n-grams, shipped as ``.npz`` + ``.json`` under ``synqa_dagster/gates/models/`` (no pickle,
+  trained by ``scripts/train_toxicity.py``, threshold calibrated on validation splits, held-out figures from
+  ``scripts/measure_toxicity.py`` in its metadata and ``docs/measurements/toxicity-contamination.md``). It reads
+  meaning rather than words: benign rows about tires, nuts or "roast a pig" pass, implicit hate is caught more
+  often than by the lexical model.
+* ``"profanity_check"``: the linear SVM shipped inside ``alt-profanity-check`` (~80k rows/s on 2 CPU
   cores, no download). Threshold chosen on the TweetEval *offensive* validation split and measured on its test
-  split (``docs/measurements/toxicity-contamination.md``).
+  split. Lexical: it drops benign rows that contain words such as "tires", "nuts", "balls", "cash".
 * ``"detoxify"``: a Detoxify checkpoint (BERT-class, ~7 rows/s on 2 cores for bert-base), scored on its
   ``toxicity`` head. Offline by default: a local ``checkpoint_path`` is required unless ``allow_download=True``.
 * ``"cascade"``: profanity-check screens every row; rows whose profanity score is above ``screen_threshold``
@@ -16,12 +23,13 @@ The gate also aggregates drop rates per slice (``slice_columns``, default ``inte
 
 Nothing here downloads anything unless ``allow_download=True``: the config refuses a Detoxify backend without a
 local checkpoint, and :class:`DetoxifyScorer` checks that every path Detoxify will open is local before it
-imports Detoxify/torch. Heavy imports (torch, transformers, detoxify, scikit-learn) happen inside the scorers.
+imports Detoxify/torch. Heavy imports (torch, transformers, detoxify, scikit-learn, sentence-transformers) happen inside the scorers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -215,11 +223,188 @@ class DetoxifyScorer:
         return np.clip(out, 0.0, 1.0)
 
 
+#: The shipped learned model: ``synqa_dagster/gates/models/<name>.npz`` + ``<name>.json`` (no pickle).
+LEARNED_MODEL_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_LEARNED_MODEL = "toxicity-minilm-char-v1"
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function (float64)."""
+    z = np.asarray(z, dtype=np.float64)
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def _hashing_vectorizer(char_spec: dict[str, Any]):
+    from sklearn.feature_extraction.text import HashingVectorizer  # stateless: no fitted vocabulary
+
+    return HashingVectorizer(
+        analyzer=char_spec["analyzer"],
+        ngram_range=tuple(char_spec["ngram_range"]),
+        n_features=int(char_spec["n_features"]),
+        lowercase=bool(char_spec.get("lowercase", True)),
+        alternate_sign=bool(char_spec.get("alternate_sign", False)),
+        norm=char_spec.get("norm", "l2"),
+        dtype=np.float32,
+    )
+
+
+def learned_features(texts: Sequence[str], embeddings: np.ndarray, spec: dict[str, Any]):
+    """The learned scorer's feature matrix: ``[scale * embedding | hashed char n-grams]`` (scipy CSR).
+
+    The one featuriser shared by training (``scripts/train_toxicity.py``) and :class:`LearnedToxicityScorer`'s
+    scoring (which computes the same dot product without building the matrix).
+    """
+    import scipy.sparse as sp
+
+    emb = np.asarray(embeddings, dtype=np.float32) * np.float32(spec["embedding"].get("scale", 1.0))
+    blocks = [sp.csr_matrix(emb)]
+    if spec.get("char"):
+        blocks.append(_hashing_vectorizer(spec["char"]).transform([t if isinstance(t, str) else "" for t in texts]))
+    return sp.hstack(blocks, format="csr")
+
+
+class LearnedToxicityScorer:
+    """A logistic regression over the all-MiniLM-L6-v2 sentence embedding (+ hashed character n-grams).
+
+    Trained by ``scripts/train_toxicity.py`` on TweetEval hate/offensive, HateXplain and benign text of synqa's
+    domains (BANKING77, GSM8K, SST-2, Self-Instruct seeds); threshold chosen on their validation splits; held-out
+    figures in the metadata (:meth:`measured`) and ``docs/measurements/toxicity-contamination.md``.
+
+    Stored without pickle: ``<name>.npz`` (``w_embedding`` (384,), ``w_char`` (n_features,), ``bias``,
+    ``threshold``) and ``<name>.json`` (feature spec, threshold, data hashes, versions, metrics, and the npz's
+    sha256, checked at load). Loaded once per scorer object; the embedding model only when a batch arrives without
+    precomputed embeddings.
+
+    Inputs: texts (str), optionally their precomputed unit-normalised MiniLM vectors (the shared
+    ``candidate_embeddings``, aligned with the texts). Outputs: P(toxic) in ``[0, 1]``.
+
+    Attributes:
+        model_path: the ``.npz`` file; ``metadata_path`` its JSON.
+        metadata: the parsed JSON.
+        threshold: the calibrated decision threshold from the metadata.
+        feature_spec: embedding + char n-gram spec.
+        scorer_id: ``"learned:<name>:<sha256[:12] of npz>"``.
+        label: e.g. ``"learned: minilm+char, v1"`` (used in reject reasons).
+        needs_embeddings: True: :meth:`score` accepts ``embeddings=``.
+    """
+
+    needs_embeddings: bool = True
+
+    def __init__(self, model_path: str | os.PathLike[str] | None = None, embedder: Any = None) -> None:
+        npz = Path(resolve_path(model_path)) if model_path is not None else LEARNED_MODEL_DIR / f"{DEFAULT_LEARNED_MODEL}.npz"
+        if npz.suffix != ".npz":
+            npz = npz.with_suffix(".npz")
+        meta_path = npz.with_suffix(".json")
+        self.model_path = npz
+        self.metadata_path = meta_path
+        for p in (npz, meta_path):
+            if not p.is_file():
+                raise ToxicityConfigError(
+                    f"learned toxicity model file not found: {p} (train it with scripts/train_toxicity.py)"
+                )
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            spec = meta["feature_spec"]
+            threshold = float(meta["threshold"])
+            dim = int(spec["embedding"]["dim"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ToxicityConfigError(
+                f"bad learned toxicity metadata {meta_path}: {exc.__class__.__name__}: {exc} "
+                "(needs feature_spec.embedding.dim, threshold, npz_sha256)"
+            ) from exc
+        raw = npz.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        if meta.get("npz_sha256") != digest:
+            raise ToxicityConfigError(
+                f"learned toxicity model {npz} does not match its metadata {meta_path.name} "
+                f"(sha256 {digest[:12]}…, metadata says {str(meta.get('npz_sha256'))[:12]}…)"
+            )
+        try:
+            import io
+
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+                w_emb = np.asarray(z["w_embedding"], dtype=np.float32)
+                w_char = np.asarray(z["w_char"], dtype=np.float32)
+                bias = float(np.asarray(z["bias"]).ravel()[0])
+                npz_threshold = float(np.asarray(z["threshold"]).ravel()[0])
+        except Exception as exc:  # noqa: BLE001 - corrupt archive, missing array, pickled object...
+            raise ToxicityConfigError(f"bad learned toxicity model file {npz}: {exc.__class__.__name__}: {exc}") from exc
+        char = spec.get("char")
+        if w_emb.shape != (dim,) or (char and w_char.shape != (int(char["n_features"]),)):
+            raise ToxicityConfigError(
+                f"bad learned toxicity model file {npz}: weight shapes {w_emb.shape} / {w_char.shape} do not match "
+                f"the feature spec in {meta_path.name}"
+            )
+        if abs(npz_threshold - threshold) > 1e-9:
+            raise ToxicityConfigError(f"{npz}: threshold {npz_threshold} differs from {meta_path.name}'s {threshold}")
+        self.metadata: dict[str, Any] = meta
+        self.feature_spec: dict[str, Any] = spec
+        self.threshold = threshold
+        self._w_emb = w_emb
+        self._w_char = w_char if char else None
+        self._bias = bias
+        self._scale = float(spec["embedding"].get("scale", 1.0))
+        self._dim = dim
+        self._vectorizer = _hashing_vectorizer(char) if char else None
+        self._embedder = embedder
+        name = meta.get("name", npz.stem)
+        self.scorer_id = f"learned:{name}:{digest[:12]}"
+        self.label = str(meta.get("label") or f"learned: {name}")
+
+    @property
+    def embedder(self) -> Any:
+        """The embedder used when no embeddings are passed (a default :class:`Embedder`, created on first use)."""
+        if self._embedder is None:
+            from synqa_dagster.embedding import Embedder
+
+            self._embedder = Embedder()
+        return self._embedder
+
+    def measured(self) -> dict[str, Any]:
+        """The held-out figures stored in the metadata: ``{"heldout": [...], "benign_false_drop": [...]}``.
+
+        ``heldout``: per test set ``data, precision, recall, f1, auc, n_pos, n_neg`` at :attr:`threshold`;
+        ``benign_false_drop``: per benign test set ``data, rate, worst_slice, worst_rate``. Empty lists if the
+        model was never measured (``scripts/measure_toxicity.py`` writes them).
+        """
+        return {
+            "threshold": self.threshold,
+            "heldout": list(self.metadata.get("heldout", [])),
+            "benign_false_drop": list(self.metadata.get("benign_false_drop", [])),
+        }
+
+    def score(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+        """P(toxic) per text. ``embeddings``: their unit MiniLM vectors (aligned); embedded here when None."""
+        n = len(texts)
+        if n == 0:
+            return np.zeros(0, dtype=float)
+        clean = [t if isinstance(t, str) else "" for t in texts]
+        if embeddings is None:
+            embeddings = self.embedder.encode(clean)
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.shape != (n, self._dim):
+            raise ValueError(f"embeddings have shape {emb.shape}; expected ({n}, {self._dim}) aligned with the texts")
+        z = (emb @ self._w_emb).astype(np.float64) * self._scale + self._bias
+        if self._vectorizer is not None:
+            z += np.asarray(self._vectorizer.transform(clean) @ self._w_char, dtype=np.float64).ravel()
+        return np.clip(sigmoid(z), 0.0, 1.0)
+
+
 class ToxicityGateConfig(BaseModel):
     """Configuration of :class:`ToxicityGate`.
 
     Attributes:
-        backend: ``"profanity_check"``, ``"detoxify"`` or ``"cascade"`` (screen + model).
+        backend: ``"learned"`` (default), ``"profanity_check"``, ``"detoxify"`` or ``"cascade"``
+            (profanity-check screen + Detoxify).
+        learned_model_path: the learned scorer's ``.npz`` (its ``.json`` metadata next to it); None = the shipped
+            model under ``synqa_dagster/gates/models/``.
+        learned_threshold: drop at or above this learned score; None = the threshold calibrated in the model's
+            metadata.
         profanity_threshold: drop at or above this profanity-check probability.
         detoxify_threshold: drop at or above this Detoxify ``detoxify_head`` score.
         detoxify_head: Detoxify output class used.
@@ -241,8 +426,16 @@ class ToxicityGateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["profanity_check", "detoxify", "cascade"] = Field(
-        default="profanity_check", description="Scorer: profanity_check, detoxify, or cascade (screen then model)."
+    backend: Literal["learned", "profanity_check", "detoxify", "cascade"] = Field(
+        default="learned",
+        description="Scorer: learned (MiniLM embedding + char n-gram logistic regression, shipped), profanity_check, "
+        "detoxify, or cascade (profanity-check screen then Detoxify).",
+    )
+    learned_model_path: str | None = Field(
+        default=None, description="Learned scorer .npz (metadata .json beside it); None = the shipped model."
+    )
+    learned_threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Learned-score threshold; None = the one calibrated in the metadata."
     )
     profanity_threshold: float = Field(
         default=DEFAULT_PROFANITY_THRESHOLD,
@@ -308,8 +501,10 @@ class ToxicityGate(Gate):
 
     Attributes:
         config: the :class:`ToxicityGateConfig`.
-        profanity_scorer: the screen / profanity scorer (None for ``backend="detoxify"``).
-        model_scorer: the Detoxify scorer (None for ``backend="profanity_check"``).
+        profanity_scorer: the screen / profanity scorer (None for ``backend="detoxify"`` / ``"learned"``).
+        model_scorer: the Detoxify scorer for ``detoxify`` / ``cascade``, the :class:`LearnedToxicityScorer` for
+            ``learned`` (None for ``profanity_check``).
+        threshold: the model threshold in use (learned: the config's ``learned_threshold`` or the metadata's).
 
     References:
         - Barbieri et al. 2020, TweetEval (offensive = OLID/OffensEval-2019), used to choose the threshold.
@@ -323,16 +518,29 @@ class ToxicityGate(Gate):
         *,
         profanity_scorer: ToxicityScorer | None = None,
         model_scorer: ToxicityScorer | None = None,
+        embedder: Any = None,
     ) -> None:
         """Build (or take prebuilt) scorers once.
 
         Args:
-            config: gate configuration (default: profanity_check backend).
+            config: gate configuration (default: the learned backend with the shipped model).
             profanity_scorer: a prebuilt profanity scorer (e.g. owned by a Dagster resource).
-            model_scorer: a prebuilt model scorer (e.g. a :class:`DetoxifyScorer` owned by a resource).
+            model_scorer: a prebuilt model scorer (a :class:`DetoxifyScorer`, or for ``learned`` a
+                :class:`LearnedToxicityScorer`).
+            embedder: for ``learned``: the embedder used when :meth:`evaluate` gets no ``embeddings`` (default: a
+                lazily loaded :class:`synqa_dagster.embedding.Embedder`; it loads only when needed).
         """
         self.config = config or ToxicityGateConfig()
         cfg = self.config
+        if cfg.backend == "learned":
+            self.profanity_scorer = profanity_scorer
+            self.model_scorer = model_scorer or LearnedToxicityScorer(cfg.learned_model_path, embedder=embedder)
+            meta_thr = getattr(self.model_scorer, "threshold", None)
+            thr = cfg.learned_threshold if cfg.learned_threshold is not None else meta_thr
+            if thr is None:
+                raise ToxicityConfigError("learned backend: no learned_threshold and the scorer has no threshold")
+            self.threshold = float(thr)
+            return
         if cfg.backend in ("profanity_check", "cascade"):
             self.profanity_scorer = profanity_scorer or ProfanityCheckScorer()
         else:
@@ -349,6 +557,11 @@ class ToxicityGate(Gate):
             )
         else:
             self.model_scorer = model_scorer
+        self.threshold = cfg.detoxify_threshold if cfg.backend in ("detoxify", "cascade") else cfg.profanity_threshold
+
+    def __repr__(self) -> str:
+        ids = [s.scorer_id for s in (self.profanity_scorer, self.model_scorer) if s is not None]
+        return f"ToxicityGate(backend={self.config.backend!r}, threshold={self.threshold:.2f}, scorers={ids})"
 
     def _calibration_mask(self, rows: pd.DataFrame) -> np.ndarray:
         """Seeded sample of rows, stable per row id (independent of batch order and size)."""
@@ -369,15 +582,39 @@ class ToxicityGate(Gate):
         )
         return u < frac
 
-    def evaluate(self, rows: pd.DataFrame) -> GateResult:
-        """Score every row with the configured backend and drop rows at or above the threshold."""
+    def evaluate(self, rows: pd.DataFrame, *, embeddings: np.ndarray | None = None) -> GateResult:
+        """Score every row with the configured backend and drop rows at or above the threshold.
+
+        Args:
+            rows: candidates with a ``text`` column.
+            embeddings: the rows' precomputed unit-normalised all-MiniLM-L6-v2 vectors, aligned with ``rows``
+                (``(len(rows), 384)``, the shared ``candidate_embeddings``). Used by the ``learned`` backend; when
+                None it embeds the rows itself. Ignored by the other backends.
+        """
         cfg = self.config
         n = len(rows)
         result = GateResult.all_kept(self.name, n)
         texts = rows[TEXT_COLUMN].tolist() if n else []
         metrics: dict[str, Any] = {"backend": cfg.backend}
         t0 = time.perf_counter()
-        if cfg.backend == "profanity_check":
+        if embeddings is not None:
+            embeddings = np.asarray(embeddings)
+            if embeddings.ndim != 2 or embeddings.shape[0] != n:
+                raise ValueError(f"embeddings have shape {embeddings.shape}; expected ({n}, dim) aligned with the rows")
+        if cfg.backend == "learned":
+            assert self.model_scorer is not None
+            if getattr(self.model_scorer, "needs_embeddings", False):
+                score = self.model_scorer.score(texts, embeddings=embeddings)
+            else:
+                score = self.model_scorer.score(texts)
+            thr = np.full(n, self.threshold)
+            labels = np.full(n, self.model_scorer.label, dtype=object)
+            metrics.update(
+                scorer_ids=[self.model_scorer.scorer_id],
+                threshold=self.threshold,
+                embeddings="precomputed" if embeddings is not None else "embedded by the gate",
+            )
+        elif cfg.backend == "profanity_check":
             assert self.profanity_scorer is not None
             score = self.profanity_scorer.score(texts)
             thr = np.full(n, cfg.profanity_threshold)
@@ -468,11 +705,16 @@ def slice_toxicity_rates(rows: pd.DataFrame, result: GateResult, config: Toxicit
 __all__ = [
     "CATEGORY_TOXIC",
     "DEFAULT_PROFANITY_THRESHOLD",
+    "DEFAULT_LEARNED_MODEL",
     "DetoxifyScorer",
+    "LEARNED_MODEL_DIR",
+    "LearnedToxicityScorer",
     "ProfanityCheckScorer",
     "ToxicityConfigError",
     "ToxicityGate",
     "ToxicityGateConfig",
     "ToxicityScorer",
+    "learned_features",
+    "sigmoid",
     "slice_toxicity_rates",
 ]

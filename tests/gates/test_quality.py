@@ -108,6 +108,29 @@ def test_empty() -> None:
     assert set(category) == {"empty"}
 
 
+def test_emoji_answers_are_content_not_empty() -> None:
+    """An emoji answer has content: it is judged by the length rules (their own measure), never as "empty"."""
+    reason, category, _ = run(["👍", "🎉🎉", "$$$ +++ ^^^", "✅ → 🚀"])
+    assert reason[0] == "too short: 0 words < min 3 (emoji/symbols only)" and category[0] == "too_short"
+    assert reason[1] == "too short: 0 words < min 3 (emoji/symbols only)"
+    assert category[2] == "empty"  # ASCII symbols and punctuation are still no content
+    assert category[3] == "too_short"
+    assert one("🎉🎉", min_words=None) == ("too short: 2 chars < min 10 (emoji/symbols only)", "too_short")
+    assert one("👍👍👍👍👍👍👍👍👍👍👍", min_words=None)[0] is None  # long enough by its configured measure
+    # as the response of an instruction row: kept (the text has words), not "response column has no words"
+    rows = pd.DataFrame({
+        "row_id": ["a", "b", "c", "d"],
+        "instruction": ["React to this news with an emoji only, please.", "Say nothing at all to me.", "🎉", "🎉"],
+        "response": ["🎉🎉", "...", "🎉", "👍"],
+        "text": ["React to this news with an emoji only, please.\n🎉🎉", "Say nothing at all to me.\n...",
+                 "Celebrate with me today, friend\n🎉", "Celebrate with me today, friend\n👍"],
+    })
+    result = QualityGate().evaluate(rows)
+    assert result.keep[0] and result.reason[0] is None
+    assert result.reason[1] == 'empty: response column "response" has no words'
+    assert result.category[2] == "echo" and result.keep[3]
+
+
 def test_too_short_words_and_chars(banking: list[str]) -> None:
     assert one("Hi there friend", min_words=5) == ("too short: 3 words < min 5", "too_short")
     assert one("a b c d", min_words=1) == ("too short: 7 chars < min 10", "too_short")
@@ -125,7 +148,9 @@ def test_meta_prompt_leaks(banking: list[str]) -> None:
     assert one(f"Rewritten Prompt: {q}") == ('leaked meta-prompt text "Rewritten Prompt:"', "meta_prompt_leak")
     assert one(f"#GIVEN PROMPT#\n{q}")[0] == 'leaked meta-prompt text "#Given Prompt#"'  # case-insensitive
     assert one(f"<|im_start|>assistant\n{q}<|im_end|>")[0] == 'leaked meta-prompt text "<|im_start|>"'
-    assert one(f"Answer this: {{{{question}}}} {q}")[0] == 'leaked meta-prompt text "{{"'
+    assert one(f"Answer this: {{{{question}}}} {q}")[0] == (
+        'leaked meta-prompt text: unfilled template placeholder "{{question}}"'
+    )
     assert one(f"As an AI language model, I cannot answer: {q}")[0] == 'leaked meta-prompt text "As an AI language model"'
     assert one(f"Please answer the following. {{instruction}} {q}") == (
         'leaked meta-prompt text: unfilled template placeholder "{instruction}"',
@@ -134,6 +159,74 @@ def test_meta_prompt_leaks(banking: list[str]) -> None:
     # code with ordinary braces is not a leak
     assert one('Print a greeting.\nname = "Ann"\nprint(f"Hello {name}, how are you today?")')[0] is None
     assert one(q, meta_prompt_markers=("card",))[0] in (None, 'leaked meta-prompt text "card"')
+
+
+def test_placeholders_of_our_templates_leak(banking: list[str]) -> None:
+    """Unfilled fields of the recipe's templates ({seed_text}, {intent}...) and of distilabel's ({{ instruction }})."""
+    from synqa_dagster.config import TEMPLATE_FIELDS
+    from synqa_dagster.gates.quality import PLACEHOLDER_FIELDS
+
+    assert set(TEMPLATE_FIELDS) <= set(PLACEHOLDER_FIELDS)  # the recipe's placeholders are always recognised
+    q = banking[4]
+    for field in TEMPLATE_FIELDS:
+        assert one(f"{q} Example: {{{field}}}") == (
+            f'leaked meta-prompt text: unfilled template placeholder "{{{field}}}"', "meta_prompt_leak"
+        )
+    assert one(f"{{{{ instruction }}}}\n{q}")[0] == 'leaked meta-prompt text: unfilled template placeholder "{{ instruction }}"'
+    # a placeholder that is not one of the known fields is ordinary text
+    assert one(f"{q} Use the {{customer_name}} field.")[0] is None
+
+
+def test_prompt_headers_leak_only_at_the_start_of_a_line(banking: list[str]) -> None:
+    q = banking[6]
+    assert one(f"### Instruction:\n{q}\n\n### Response:\nSure.") == (
+        'leaked meta-prompt text "### Instruction:" at the start of a line', "meta_prompt_leak"
+    )
+    assert one(f"{q}\n  ### response: Tap Cards, then Top up.")[0] == (
+        'leaked meta-prompt text "### response:" at the start of a line'
+    )
+    # a Markdown heading without the colon, or the words mid-line, are not a leak
+    assert one(f"{q}\n### Input\nThe first line holds the amount.\n### Output\nThe new balance.")[0] is None
+    assert one(f"Write the section titled ### Instruction: for the manual. {q}")[0] is None
+
+
+def test_braces_in_code_json_and_templates_are_answers() -> None:
+    """``{{``/``}}`` are not markers: GitHub Actions, JSON and Jinja answers are kept; leaks are still caught."""
+    yaml_answer = (
+        "Run the tests on every OS with a matrix:\n\n```yaml\njobs:\n  test:\n    runs-on: ${{ matrix.os }}\n"
+        "    strategy:\n      matrix:\n        os: [ubuntu-latest, windows-latest]\n    steps:\n"
+        "      - run: echo ${{ inputs.prompt }} ${{ github.event.input }}\n```"
+    )
+    assert one(yaml_answer)[0] is None
+    assert one("runs-on: ${{ matrix.os }} and the job echoes ${{ input }} for every operating system")[0] is None
+    json_answer = 'Here is the payload: {"user": {"name": "Ann", "question": {"id": 7}}, "tags": [{"k": "v"}]}'
+    assert one(json_answer)[0] is None
+    jinja_block = (
+        "Render the list with Jinja:\n```jinja\n<ul>{% for item in items %}<li>{{ item.name }}: {{question}}</li>"
+        "{% endfor %}</ul>\n```\nThen pass items to render()."
+    )
+    assert one(jinja_block)[0] is None
+    assert one("In the Jinja template write {{ question }} where the question text should appear.")[0] is None
+    assert one("Loop with {% for q in qs %}{{ q }}{% endfor %} and print {{ instruction }} in each item.")[0] is None
+    assert one("Wrap it in backticks: `{instruction}` is the placeholder the template fills in.")[0] is None
+    assert one('In Python you would write print(f"Question: {question}") to show it to the user.')[0] is None
+    assert one("const msg = `Hello ${input}, how are you doing today?`; console.log(msg);")[0] is None
+    # ... while a leak next to such content is still a leak
+    assert one('Rewritten Prompt: return {"ok": true} from the handler when the request succeeds')[0] == (
+        'leaked meta-prompt text "Rewritten Prompt:"'
+    )
+    assert one("Sure! Here is a message like {seed_text} for the support team about cards.")[0] == (
+        'leaked meta-prompt text: unfilled template placeholder "{seed_text}"'
+    )
+    assert one("Here is how: {intent}. Thanks!\n```python\nprint('done')\n```")[0] == (
+        'leaked meta-prompt text: unfilled template placeholder "{intent}"'
+    )
+    assert one("I want to cancel. {question} ${{ x }}", placeholder_skip_code=True)[0] == (
+        'leaked meta-prompt text: unfilled template placeholder "{question}"'
+    )
+    assert one("In Jinja write {{ question }} here now", placeholder_skip_code=False)[0] == (
+        'leaked meta-prompt text: unfilled template placeholder "{{ question }}"'
+    )
 
 
 def test_echo_and_empty_response(banking: list[str]) -> None:

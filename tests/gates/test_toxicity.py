@@ -1,5 +1,7 @@
-"""Tests of the toxicity gate: real TweetEval precision/recall/AUC, a real (tiny, random) Detoxify checkpoint
-loaded offline, the no-download guard, the cascade routing and the per-slice escalation table."""
+"""Tests of the toxicity gate: the shipped learned scorer (loads offline, threshold from its metadata, known false
+positives, precomputed vs self-computed embeddings, bad model files), real TweetEval precision/recall/AUC, a real
+(tiny, random) Detoxify checkpoint loaded offline, the no-download guard, the cascade routing and the per-slice
+escalation table."""
 
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ import pytest
 from pydantic import ValidationError
 
 from synqa_dagster.gates.toxicity import (
+    DEFAULT_LEARNED_MODEL,
     DEFAULT_PROFANITY_THRESHOLD,
+    LEARNED_MODEL_DIR,
     DetoxifyScorer,
+    LearnedToxicityScorer,
     ProfanityCheckScorer,
     ToxicityConfigError,
     ToxicityGate,
@@ -81,6 +86,30 @@ class FakeScorer:
 @pytest.fixture(scope="module")
 def profanity() -> ProfanityCheckScorer:
     return ProfanityCheckScorer()
+
+
+class CountingEmbedder:
+    """Wraps the real :class:`~synqa_dagster.embedding.Embedder`, counting the texts it is asked to embed."""
+
+    def __init__(self) -> None:
+        from synqa_dagster.embedding import Embedder
+
+        self.inner = Embedder()
+        self.texts: list[str] = []
+
+    def encode(self, texts):
+        self.texts.extend(texts)
+        return self.inner.encode(list(texts))
+
+
+@pytest.fixture(scope="module")
+def embedder() -> CountingEmbedder:
+    return CountingEmbedder()
+
+
+@pytest.fixture(scope="module")
+def learned(embedder) -> LearnedToxicityScorer:
+    return LearnedToxicityScorer(embedder=embedder)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +233,7 @@ def test_profanity_gate_drops_with_exact_reason(profanity):
             "locale": ["en", "en", "en"],
         }
     )
-    gate = ToxicityGate(ToxicityGateConfig(), profanity_scorer=profanity)
+    gate = ToxicityGate(ToxicityGateConfig(backend="profanity_check"), profanity_scorer=profanity)
     kept, rejected, result = gate(rows)
     assert list(kept["row_id"]) == ["a", "c"]
     assert list(rejected["row_id"]) == ["b"]
@@ -218,9 +247,12 @@ def test_profanity_gate_drops_with_exact_reason(profanity):
     assert result.counters()["dropped_by_category"] == {"toxic": 1}
 
 
-def test_empty_batch(profanity):
-    gate = ToxicityGate(profanity_scorer=profanity)
-    result = gate.evaluate(pd.DataFrame({"row_id": [], "text": []}))
+def test_empty_batch(profanity, learned):
+    empty = pd.DataFrame({"row_id": [], "text": []})
+    gate = ToxicityGate(ToxicityGateConfig(backend="profanity_check"), profanity_scorer=profanity)
+    result = gate.evaluate(empty)
+    assert len(result) == 0 and result.metrics["dropped_toxic"] == 0
+    result = ToxicityGate(model_scorer=learned).evaluate(empty, embeddings=np.zeros((0, 384), np.float32))
     assert len(result) == 0 and result.metrics["dropped_toxic"] == 0
 
 
@@ -409,7 +441,7 @@ def test_slice_rates_and_escalation_table():
     toxic = {f"t{i}": 0.99 for i in range(20, 25)}  # 5 of the 20 billing/fr rows
     toxic.update({f"t{i}": 0.99 for i in range(80, 84)})  # every row of the 4-row slice
     rows = pd.DataFrame({"row_id": texts, "text": texts, "intent": intents, "locale": locales})
-    cfg = ToxicityGateConfig(slice_max_rate=0.1, slice_min_rows=10)
+    cfg = ToxicityGateConfig(backend="profanity_check", slice_max_rate=0.1, slice_min_rows=10)
     gate = ToxicityGate(cfg, profanity_scorer=FakeScorer(toxic, label="profanity-check"))
     result = gate.evaluate(rows)
     table = slice_toxicity_rates(rows, result, cfg)
@@ -430,7 +462,7 @@ def test_slice_rates_and_escalation_table():
 
 def test_slice_rates_without_slice_columns():
     rows = pd.DataFrame({"row_id": ["a", "b"], "text": ["x", "y"]})
-    cfg = ToxicityGateConfig(slice_min_rows=1)
+    cfg = ToxicityGateConfig(backend="profanity_check", slice_min_rows=1)
     result = ToxicityGate(cfg, profanity_scorer=FakeScorer({"x": 0.9})).evaluate(rows)
     table = slice_toxicity_rates(rows, result, cfg)
     assert table[["n", "dropped"]].values.tolist() == [[2, 1]]
@@ -465,3 +497,229 @@ def test_measure_profanity_check_tweeteval_all_splits(shared_data, profanity):
     out["rows_per_s"] = len(big) / (time.perf_counter() - t0)
     print(json.dumps(out, indent=1))
     assert out["test"]["0.3"]["auc"] >= 0.75
+
+
+# -------------------------------------------------------------------------------------------- learned scorer
+
+#: Benign rows the lexical profanity-check model drops or nearly drops (issue 11), and obviously toxic rows.
+KNOWN_FALSE_POSITIVES = [
+    "How do I check my tires' pressure?",
+    "What's the best way to roast a pig for a family party?",
+    "Can you give me a Bloody Mary recipe?",
+    "Run npm init to create a package.json for the project.",
+    "She has 5 nuts and 3 balls. How many things does she have in total?",
+]
+OTHER_BENIGN = [
+    "How do I reset my card PIN?",
+    "Thanks, that solved my problem.",
+    "This movie was a dull, boring waste of two hours.",
+]
+OBVIOUSLY_TOXIC = [
+    "you are a fucking idiot, shut the fuck up",
+    "You are a worthless piece of shit and everyone hates you.",
+    "Immigrants are vermin and should all be sent back where they came from.",
+]
+
+
+def _shipped() -> tuple[Path, Path]:
+    return LEARNED_MODEL_DIR / f"{DEFAULT_LEARNED_MODEL}.npz", LEARNED_MODEL_DIR / f"{DEFAULT_LEARNED_MODEL}.json"
+
+
+def test_learned_model_is_shipped_small_and_pickle_free(learned, no_network):
+    npz, meta_path = _shipped()
+    assert npz.is_file() and meta_path.is_file()
+    assert npz.stat().st_size < 5_000_000
+    meta = json.loads(meta_path.read_text())
+    with np.load(npz, allow_pickle=False) as z:  # plain float arrays only
+        assert set(z.files) == {"w_embedding", "w_char", "bias", "threshold"}
+        assert all(z[k].dtype.kind == "f" for k in z.files)
+        assert float(z["threshold"][0]) == meta["threshold"]
+    # the threshold comes from the metadata, the id names the model and its hash, the label is the reason's
+    assert learned.threshold == meta["threshold"] and 0.0 < learned.threshold < 1.0
+    assert learned.scorer_id.startswith(f"learned:{DEFAULT_LEARNED_MODEL}:")
+    assert learned.label == meta["label"] == "learned: minilm+char, v1"
+    assert learned.feature_spec["embedding"] == {"model": "all-MiniLM-L6-v2", "dim": 384, "scale": 1.0}
+    assert set(meta["data_sha256"]) >= {"tweeteval/hate/train_text.txt", "hatexplain/hatexplain.jsonl",
+                                        "banking77/train.csv", "gsm8k/train.jsonl", "sst2/train.tsv"}
+    # never trained or calibrated on a set it is measured on
+    assert not any("test" in name or "user-oriented" in name for name in meta["trained_on"])
+    assert not any("test" in name or "user-oriented" in name for name in meta["validated_on"])
+    assert no_network == []
+
+
+def test_learned_measured_figures_in_metadata(learned):
+    m = learned.measured()
+    assert m["threshold"] == learned.threshold
+    by_name = {r["data"]: r for r in m["heldout"]}
+    assert set(by_name) >= {"tweeteval hate test", "tweeteval offensive test", "hatexplain test"}
+    for r in by_name.values():
+        assert set(r) >= {"data", "precision", "recall", "f1", "auc", "n_pos", "n_neg"}
+        assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 and 0.5 < r["auc"] <= 1
+    benign = {r["data"]: r for r in m["benign_false_drop"]}
+    assert set(benign) >= {"all benign test sets", "BANKING77 test", "GSM8K test", "SST-2 test"}
+    for r in benign.values():
+        assert set(r) >= {"data", "rate", "worst_slice", "worst_rate"}
+    bank = benign["BANKING77 test"]  # per intent: worst intent (None when no intent lost a row)
+    assert bank["slices"] == 77 and bank["slices_over_2pct"] == 0 and bank["worst_rate"] <= 0.02
+    assert benign["all benign test sets"]["rate"] <= 0.003
+
+
+def test_learned_scores_known_false_positives_and_toxic_text(learned, profanity):
+    texts = KNOWN_FALSE_POSITIVES + OTHER_BENIGN + OBVIOUSLY_TOXIC
+    s = learned.score(texts)
+    assert s.shape == (len(texts),) and s.dtype == np.float64 and np.all((s >= 0) & (s <= 1))
+    n_benign = len(KNOWN_FALSE_POSITIVES) + len(OTHER_BENIGN)
+    thr = learned.threshold
+    print({t: round(float(v), 3) for t, v in zip(texts, s)})
+    assert np.all(s[:n_benign] < thr), [(t, v) for t, v in zip(texts, s) if v >= thr]
+    assert np.all(s[n_benign:] >= thr), list(zip(OBVIOUSLY_TOXIC, s[n_benign:]))
+    assert s[:n_benign].max() < s[n_benign:].min()
+
+
+def test_learned_gate_reason_and_threshold_from_metadata(learned):
+    rows = pd.DataFrame({"row_id": ["a", "b", "c"], "text": [OTHER_BENIGN[0], OBVIOUSLY_TOXIC[0], OTHER_BENIGN[1]],
+                         "intent": ["pin", "pin", "thanks"], "locale": ["en"] * 3})
+    gate = ToxicityGate(ToxicityGateConfig(), model_scorer=learned)
+    assert gate.threshold == learned.threshold
+    kept, rejected, result = gate(rows)
+    assert list(kept["row_id"]) == ["a", "c"] and list(rejected["row_id"]) == ["b"]
+    score = rejected["gate_score"].iat[0]
+    assert rejected["reject_reason"].iat[0] == f"toxicity {score:.2f} ≥ {learned.threshold:.2f} (learned: minilm+char, v1)"
+    assert result.metrics["backend"] == "learned"
+    assert result.metrics["scorer_ids"] == [learned.scorer_id]
+    assert result.metrics["threshold"] == learned.threshold
+    # an explicit learned_threshold overrides the metadata's
+    high = ToxicityGate(ToxicityGateConfig(learned_threshold=1.0), model_scorer=learned).evaluate(rows)
+    assert high.keep.all() and high.metrics["threshold"] == 1.0
+
+
+def test_precomputed_embeddings_give_the_same_scores(learned, embedder):
+    texts = KNOWN_FALSE_POSITIVES + OBVIOUSLY_TOXIC + ["", "a" * 3000]
+    rows = pd.DataFrame({"row_id": [f"r{i}" for i in range(len(texts))], "text": texts})
+    gate = ToxicityGate(model_scorer=learned)
+    before = len(embedder.texts)
+    self_embedded = gate.evaluate(rows)
+    assert len(embedder.texts) == before + len(texts)  # the gate embedded the rows itself
+    assert self_embedded.metrics["embeddings"] == "embedded by the gate"
+    from synqa_dagster.embedding import Embedder
+
+    vectors = Embedder().encode(texts)  # as the shared candidate_embeddings asset computes them
+    before = len(embedder.texts)
+    given = gate.evaluate(rows, embeddings=vectors)
+    assert len(embedder.texts) == before  # no embedding when vectors are given
+    assert given.metrics["embeddings"] == "precomputed"
+    np.testing.assert_allclose(given.score, self_embedded.score, atol=1e-6)
+    assert given.reason == self_embedded.reason and list(given.keep) == list(self_embedded.keep)
+    with pytest.raises(ValueError, match="aligned with the rows"):
+        gate.evaluate(rows, embeddings=vectors[:-1])
+    with pytest.raises(ValueError, match="expected"):
+        learned.score(texts, embeddings=vectors[:, :100])
+
+
+def test_gate_embeds_lazily_with_its_own_embedder():
+    """embedder=None: the gate makes a default Embedder only when a batch arrives without embeddings."""
+    gate = ToxicityGate(ToxicityGateConfig())
+    assert gate.model_scorer._embedder is None
+    rows = pd.DataFrame({"row_id": ["a"], "text": ["How do I check my tires' pressure?"]})
+    gate.evaluate(rows, embeddings=np.zeros((1, 384), np.float32))
+    assert gate.model_scorer._embedder is None
+    assert gate.evaluate(rows).keep.all()
+    assert gate.model_scorer._embedder is not None
+
+
+def test_learned_bad_or_missing_model_files_name_the_file(tmp_path, no_network):
+    npz, meta_path = _shipped()
+    missing = tmp_path / "nope.npz"
+    with pytest.raises(ToxicityConfigError, match=re.escape(str(missing))):
+        LearnedToxicityScorer(missing)
+    with pytest.raises(ValidationError):  # the config validates eagerly too: the gate fails at construction
+        ToxicityGateConfig(learned_threshold=1.5)
+    with pytest.raises(ToxicityConfigError, match="nope.npz"):
+        ToxicityGate(ToxicityGateConfig(learned_model_path=str(missing)))
+
+    def copy(name: str) -> tuple[Path, Path]:
+        d = tmp_path / name
+        d.mkdir()
+        a, b = d / npz.name, d / meta_path.name
+        a.write_bytes(npz.read_bytes())
+        b.write_text(meta_path.read_text())
+        return a, b
+
+    # metadata missing next to the npz
+    a, b = copy("nometa")
+    b.unlink()
+    with pytest.raises(ToxicityConfigError, match=re.escape(str(b))):
+        LearnedToxicityScorer(a)
+    # corrupt npz: hash mismatch with the metadata
+    a, b = copy("corrupt")
+    a.write_bytes(b"not a zip file")
+    with pytest.raises(ToxicityConfigError, match=re.escape(str(a))):
+        LearnedToxicityScorer(a)
+    # corrupt npz whose hash the metadata matches: still a clear error naming the file
+    meta = json.loads(b.read_text())
+    meta["npz_sha256"] = __import__("hashlib").sha256(b"not a zip file").hexdigest()
+    b.write_text(json.dumps(meta))
+    with pytest.raises(ToxicityConfigError, match=re.escape(str(a))):
+        LearnedToxicityScorer(a)
+    # an object (pickled) array is refused, not unpickled
+    a, b = copy("pickled")
+    with a.open("wb") as fh:
+        np.savez(fh, w_embedding=np.array([{"x": 1}], dtype=object), w_char=np.zeros(1), bias=np.zeros(1),
+                 threshold=np.array([0.5]))
+    meta = json.loads(b.read_text())
+    meta["npz_sha256"] = __import__("hashlib").sha256(a.read_bytes()).hexdigest()
+    b.write_text(json.dumps(meta))
+    with pytest.raises(ToxicityConfigError, match=re.escape(str(a))):
+        LearnedToxicityScorer(a)
+    # bad metadata JSON
+    a, b = copy("badjson")
+    b.write_text("{")
+    with pytest.raises(ToxicityConfigError, match=re.escape(str(b))):
+        LearnedToxicityScorer(a)
+    assert no_network == []
+
+
+def test_learned_is_the_default_backend():
+    from synqa_dagster.config import load_gate_config
+
+    assert ToxicityGateConfig().backend == "learned"
+    assert ToxicityGateConfig().learned_model_path is None and ToxicityGateConfig().learned_threshold is None
+    cfg = load_gate_config().toxicity
+    assert cfg.backend == "learned" and cfg.learned_threshold is None
+    gate = ToxicityGate(cfg)
+    _, meta_path = _shipped()
+    assert gate.threshold == json.loads(meta_path.read_text())["threshold"]
+    assert "backend='learned'" in repr(gate)
+
+
+def test_learned_on_real_banking77_sample(shared_data, learned):
+    """Real benign support queries (2 per intent, BANKING77 test) all pass; real offensive tweets mostly don't."""
+    bank = pd.read_csv(shared_data / "banking77" / "test.csv").groupby("category").head(2)
+    assert len(bank) == 154
+    s = learned.score(bank["text"].tolist())
+    assert (s >= learned.threshold).sum() <= 1, bank["text"][s >= learned.threshold].tolist()
+    off = load_tweeteval(shared_data, "test")
+    off = off[off["label"] == 1].head(60)
+    assert (learned.score(off["text"].tolist()) >= learned.threshold).mean() >= 0.5
+
+
+@pytest.mark.slow
+def test_learned_heldout_figures_reproduce(shared_data, learned):
+    """Re-measure the stored held-out figures (TweetEval offensive test, BANKING77 test) from scratch."""
+    m = {r["data"]: r for r in learned.measured()["heldout"]}
+    off = load_tweeteval(shared_data, "test")
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from train_toxicity import clean_dataset_text
+
+    texts = [clean_dataset_text(t) for t in off["text"]]
+    got = precision_recall_auc(off["label"].to_numpy(), learned.score(texts), learned.threshold)
+    print("learned TweetEval offensive test:", got)
+    assert got["auc"] == pytest.approx(m["tweeteval offensive test"]["auc"], abs=0.002)
+    assert got["recall"] == pytest.approx(m["tweeteval offensive test"]["recall"], abs=0.01)
+    bank = pd.read_csv(shared_data / "banking77" / "test.csv")
+    drop = learned.score(bank["text"].tolist()) >= learned.threshold
+    benign = {r["data"]: r for r in learned.measured()["benign_false_drop"]}
+    assert drop.mean() == pytest.approx(benign["BANKING77 test"]["rate"], abs=0.001)
+    assert bank.assign(d=drop).groupby("category")["d"].mean().max() <= 0.02
