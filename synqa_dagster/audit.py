@@ -482,6 +482,7 @@ class _Run:
     embedder: Any = None
     extra_eval_sets: list[EvalSetSpec] = field(default_factory=list)
     embedding_note: str = "ran"
+    embedding_rule: bool = True
     embeddings_source: str = "gate config (contamination.use_embeddings: true)"
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -516,14 +517,18 @@ def run_gates(rows: pd.DataFrame, gate_config: GateConfig, eval_sets: Any, colum
     audited = [s for s in stages if s.in_audit]
     cont_config, run.extra_eval_sets = _contamination_config(gate_config, eval_sets, columns, embeddings)
     sections = {"contamination": cont_config}  # the gate config's eval sets plus the --eval-set files
-    if any(EMBEDDINGS in s.inputs and getattr(sections.get(s.name, s.config(gate_config)), "use_embeddings", True) for s in audited):
-        run.embedder = Embedder(model_path=gate_config.embedding_model_path)  # loads on first use
-    elif embeddings is False:
+    # the contamination embedding rule (what the card and audit.json report as "embeddings") is on or off by the
+    # gate config / --no-embeddings; the model itself loads whenever any audited stage reads embeddings (the
+    # learned toxicity scorer does, whatever the contamination rule says)
+    run.embedding_rule = bool(cont_config.use_embeddings)
+    if not run.embedding_rule and embeddings is False:
         run.embedding_note = "off (switched off with --no-embeddings)"
         run.embeddings_source = "--no-embeddings"
-    else:
+    elif not run.embedding_rule:
         run.embedding_note = "disabled (contamination.use_embeddings is false)"
         run.embeddings_source = "gate config (contamination.use_embeddings: false)"
+    if any(EMBEDDINGS in s.inputs and getattr(sections.get(s.name, s.config(gate_config)), "use_embeddings", True) for s in audited):
+        run.embedder = Embedder(model_path=gate_config.embedding_model_path)  # loads on first use
     env = _AuditEnvironment(run)
     gates: dict[str, Gate] = {}
     try:  # heavy gates build first (eval sets load and embed): a bad --eval-set file fails before any gate runs
@@ -736,7 +741,7 @@ def run_audit(
     measured_facts = [cards.MeasuredFacts.model_validate(m) for m in measured]
     check_facts = [cards.CheckFacts.model_validate(c) for c in checks]
     blocking = [c["name"] for c in checks if c["result"] == "fail"]
-    embeddings_on = run.embedder is not None
+    embeddings_on = run.embedding_rule
     summary = {
         "kind": "synqa-audit",
         "dataset": {"path": str(dataset), "sha256": dataset_sha, "rows": len(candidates), "batch": batch},
@@ -986,8 +991,8 @@ def _contamination_facts(run: _Run, gate_config: GateConfig, cards: Any, census_
     return cards.ContaminationFacts(
         eval_sets=sets, ngram_size=cfg.ngram_size, min_ngram_overlap=cfg.min_ngram_overlap,
         embedding_check=run.embedding_note,
-        embedding_threshold=cfg.embedding_threshold if run.embedder is not None else None,
-        embedding_model=run.embedder.model_id if run.embedder is not None else None,
+        embedding_threshold=cfg.embedding_threshold if run.embedding_rule else None,
+        embedding_model=run.embedder.model_id if run.embedding_rule and run.embedder is not None else None,
         **census_counts,
     )
 

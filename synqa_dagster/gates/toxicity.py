@@ -7,8 +7,10 @@ Four backends (``ToxicityGateConfig.backend``):
   plus hashed character n-grams, shipped as ``.npz`` + ``.json`` under ``synqa_dagster/gates/models/`` (no pickle,
   trained by ``scripts/train_toxicity.py``, threshold calibrated on validation splits, held-out figures from
   ``scripts/measure_toxicity.py`` in its metadata and ``docs/measurements/toxicity-contamination.md``). It reads
-  meaning rather than words: benign rows about tires, nuts or "roast a pig" pass, implicit hate is caught more
-  often than by the lexical model.
+  meaning rather than words: on held-out test splits it drops 0.13% of benign rows (BANKING77 0 of 3,080, GSM8K
+  0 of 1,319; profanity-check 1.56%), passes "tires", "nuts and balls", "roast a pig", and finds hate speech
+  profanity-check misses (HateXplain hate-speech recall 0.97 vs 0.72, TweetEval hate 0.97 vs 0.59); it is weaker
+  on profanity-driven offensive tweets (TweetEval offensive F1 0.57 vs 0.64).
 * ``"profanity_check"``: the linear SVM shipped inside ``alt-profanity-check`` (~80k rows/s on 2 CPU
   cores, no download). Threshold chosen on the TweetEval *offensive* validation split and measured on its test
   split. Lexical: it drops benign rows that contain words such as "tires", "nuts", "balls", "cash".

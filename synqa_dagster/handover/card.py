@@ -937,6 +937,13 @@ def _toxicity_limitation(f: CardFacts) -> str:
     backend = str(tox.thresholds.get("backend", "profanity_check")) if tox else "profanity_check"
     thr = tox.thresholds.get("profanity_threshold") if tox else None
     m = MEASURED
+    if backend == "learned":
+        return ("**The toxicity scorer has its own biases.** The learned scorer (logistic regression on MiniLM "
+                "sentence embeddings and character n-grams) was trained on English tweets and forum posts (TweetEval, "
+                "HateXplain) with benign support, maths and review text as negatives: it is weaker on profanity-driven "
+                "offence than on hate speech, has seen few threats and little technical text, and is untested on "
+                "other languages and dialects. Its held-out precision, recall and benign false drops are in \"How good "
+                "each gate is\" above; this batch's canaries show what it caught and missed here.")
     text = (
         "**The toxicity scorer has its own biases.** profanity-check (alt-profanity-check) is a lexical linear model "
         "trained on English web comments: it misses implicit hate, sarcasm and coded language, over-flags reclaimed "
