@@ -417,8 +417,9 @@ def run_canaries(batch: str, gate_config: Any, environment: GateEnvironment, sta
         gate = (gates or {}).get(s.name) or s.build(gate_config, environment)
         canary_set = s.canaries(batch, config, gate)
         inputs: dict[str, Any] = {}
-        if EMBEDDINGS in s.inputs:
-            inputs[EMBEDDINGS] = environment.embedder().encode(canary_set.rows["text"].astype(str).tolist()) if environment.embedder() is not None else None
+        embedder = environment.embedder() if EMBEDDINGS in s.inputs else None
+        if embedder is not None:
+            inputs[EMBEDDINGS] = embedder.encode(canary_set.rows["text"].astype(str).tolist())
         if PRIOR_INDEX in s.inputs:
             inputs[PRIOR_INDEX] = None
         parts.append(planted.measure(gate, canary_set, **inputs))
