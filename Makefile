@@ -4,7 +4,7 @@ export DAGSTER_HOME := $(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-all ui review bench bootstrap system-deps
+.PHONY: demo test test-all ui review bench bench-gates bootstrap system-deps
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -27,5 +27,8 @@ ui: bootstrap              ## Dagster UI on http://127.0.0.1:3000
 review: bootstrap          ## the review web app on http://127.0.0.1:8765 (add a reviewer: .venv/bin/synqa review add-reviewer NAME)
 	@.venv/bin/synqa review serve --host 127.0.0.1 --port 8765
 
-bench: bootstrap           ## gate throughput and memory at 100k and 500k rows
+bench: bootstrap           ## the whole funnel at 10k, 100k and 500k rows: wall, rows/s, peak RSS per stage, cost per row
+	@.venv/bin/python benchmarks/bench_funnel.py --rows 10000 100000 500000
+
+bench-gates: bootstrap     ## each gate alone at 100k and 500k rows (and datasketch's loop as the dedup baseline)
 	@.venv/bin/python benchmarks/bench_gates.py --rows 100000 500000
