@@ -15,8 +15,9 @@ second declared eval set):
 each stage on the previous one's survivors, exactly as the registry (:mod:`synqa_dagster.stages`) orders them;
 ``embeddings`` is the shared ``candidate_embeddings`` step (the configured embedding route), ``drift findings``
 the five drift/diversity/bias findings against a 2,000-row reference sample (embedded with the same route), and
-``lineage pack`` the per-row lineage records, ``accepted.jsonl`` / ``rejected.jsonl`` and the signed manifest
-(Merkle tree, Ed25519 DSSE). The peak RSS of each stage is measured on its own (``VmHWM`` is reset through
+``lineage pack`` what :func:`synqa_dagster.handover.batch.write_batch_handover` does per row: the lineage
+records, the Merkle root for the card, ``accepted.jsonl`` / ``rejected.jsonl`` and the signed manifest (Merkle tree,
+Ed25519 DSSE); the card, charts and config copies are per batch, not per row, and are left out. The peak RSS of each stage is measured on its own (``VmHWM`` is reset through
 ``/proc/self/clear_refs`` before each stage; it includes what the process already holds: the table and the
 previous stages' outputs).
 
@@ -217,6 +218,9 @@ def funnel(parquet: str) -> dict[str, Any]:
         records, accepted, rejected = lineage_records(candidates, tables, gate_config_hash=gates.content_hash(),
                                                       seed_corpus_hash="bench")
         from synqa_dagster.lineage.canonical import canonical_json
+        from synqa_dagster.lineage.pack import compute_lineage
+
+        compute_lineage(records)  # as handover/batch.py does: the card states the Merkle root before signing
 
         for name, objects in (("accepted.jsonl", accepted), ("rejected.jsonl", rejected)):
             with open(folder / name, "wb") as f:

@@ -30,7 +30,8 @@ from decimal import Decimal
 from json.encoder import encode_basestring as _encode_str  # C-accelerated; escapes exactly the §3.2.2.2 set
 from typing import Any
 
-__all__ = ["CanonicalJSONError", "canonical_json", "format_number", "sha256_hex", "digest_of", "child_path"]
+__all__ = ["CanonicalJSONError", "canonical_json", "canonical_members", "format_number", "sha256_hex", "digest_of",
+           "child_path"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -232,6 +233,37 @@ def canonical_json(obj: Any) -> bytes:
     except UnicodeEncodeError:
         _find_bad_string(obj, None)
         raise CanonicalJSONError("$", "contains a string that is not valid Unicode") from None
+
+
+def canonical_members(obj: Mapping[str, Any]) -> tuple[bytes, dict[str, bytes]]:
+    """``canonical_json(obj)`` of a JSON object together with the canonical bytes of each member's value.
+
+    The object's bytes are assembled from its members' (``{"k":v,...}`` in RFC 8785 member order), so a caller
+    that needs both — the lineage pack digests every field of a record *and* writes the whole record — encodes
+    each value once instead of twice. Errors name the path from the object (``$.gates.toxicity.score``).
+    """
+    if not isinstance(obj, Mapping):
+        raise CanonicalJSONError("$", f"expected an object, found {type(obj).__name__}")
+    parts: dict[str, bytes] = {}
+    for key, value in obj.items():
+        if type(key) is not str:
+            return canonical_json(obj), {}  # raises with the message of the full encoder
+        try:
+            parts[key] = canonical_json(value)
+        except CanonicalJSONError as exc:
+            raise CanonicalJSONError(child_path("$", key) + exc.path[1:], exc.reason) from None
+    keys = list(parts)
+    if all(map(str.isascii, keys)):
+        keys.sort()
+    else:
+        keys.sort(key=_sort_key)
+    try:
+        encoded = [_encode_str(k).encode("utf-8") for k in keys]
+    except UnicodeEncodeError:
+        canonical_json(obj)  # a lone surrogate in a key: raise as the full encoder does
+        raise
+    whole = b"{" + b",".join(k + b":" + parts[key] for k, key in zip(encoded, keys)) + b"}"
+    return whole, parts
 
 
 def sha256_hex(data: bytes) -> str:
