@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from synqa_dagster.lineage.canonical import CanonicalJSONError, canonical_json, format_number
+from synqa_dagster.lineage.canonical import CanonicalJSONError, canonical_json, canonical_members, format_number
 from synqa_dagster.lineage.dsse import (
     IN_TOTO_PAYLOAD_TYPE, BadSignatureError, MalformedEnvelopeError, UnknownKeyIdError, make_statement, pae,
     parse_statement, sign_envelope, verify_envelope,
@@ -90,6 +90,18 @@ def test_rfc8785_section_3_2_3_sorting_by_utf16_code_units():
     # code-point order would put U+FB33 before the emoji: the RFC example exists to catch exactly that
     assert sorted(doc) != order
     assert out.startswith('{"\\r":"Carriage Return","1":"One"')
+
+
+def test_canonical_members_assembles_the_same_bytes_and_names_the_path():
+    """canonical_members (the pack's one-pass encoder) gives canonical_json's bytes and each member's own."""
+    doc = json.loads(r'''{"\u20ac": [1.0, 1e21, {"\ufb33": null}], "\r": "a\nb", "\ud83d\ude00": true, "1": -0.0}''')
+    whole, parts = canonical_members(doc)
+    assert whole == canonical_json(doc)
+    assert parts == {k: canonical_json(v) for k, v in doc.items()}
+    with pytest.raises(CanonicalJSONError, match=r"\$\.gates\.toxicity: nan"):
+        canonical_members({"gates": {"toxicity": float("nan")}})
+    with pytest.raises(CanonicalJSONError):
+        canonical_members({1: "int key"})
 
 
 @pytest.mark.parametrize("bits,expected", sorted(APPENDIX_B.items()))
