@@ -174,7 +174,7 @@ def funnel(parquet: str) -> dict[str, Any]:
 
     timer = _Stages()
     candidates, _ = timer.run("load", 0, lambda: pd.read_parquet(parquet))
-    timer.lines[-1]["rows_in"] = len(candidates)
+    timer.lines[-1]["rows"] = len(candidates)
     gates = gate_config()
     env = _Environment(gates)
     needs = embeddings_stage()
@@ -197,11 +197,15 @@ def funnel(parquet: str) -> dict[str, Any]:
             kwargs[EMBEDDINGS] = vectors_for(current, embeddings)
 
         def evaluate(rows=current, gate=built[s.name], kwargs=kwargs):
-            return decision_table(rows, gate.evaluate(rows, **kwargs))
-        table, line = timer.run(s.name, len(current), evaluate)
+            result = gate.evaluate(rows, **kwargs)
+            return decision_table(rows, result), result.metrics
+        (table, metrics), line = timer.run(s.name, len(current), evaluate)
         tables[s.name] = table
         current = survivors(table)
         line["kept"] = len(current)
+        # how much of the stage went to the MiniLM re-scorer (the cascade's cost)
+        line.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))
+                     and any(t in k for t in ("rescor", "candidate_rate", "embedding_candidates", "cascade_minilm", "route"))})
 
     reference_rows = candidates_table(REFERENCE_ROWS, DEFAULT_DATA, seed=1)
     reference_rows = reference_rows[~reference_rows["technique"].str.startswith("planted")].reset_index(drop=True)
@@ -218,9 +222,9 @@ def funnel(parquet: str) -> dict[str, Any]:
         records, accepted, rejected = lineage_records(candidates, tables, gate_config_hash=gates.content_hash(),
                                                       seed_corpus_hash="bench")
         from synqa_dagster.lineage.canonical import canonical_json
-        from synqa_dagster.lineage.pack import compute_lineage
+        from synqa_dagster.lineage.pack import prepare_lineage
 
-        compute_lineage(records)  # as handover/batch.py does: the card states the Merkle root before signing
+        prepared = prepare_lineage(records, "bench")  # as handover/batch.py: the card states the root, then signs
 
         for name, objects in (("accepted.jsonl", accepted), ("rejected.jsonl", rejected)):
             with open(folder / name, "wb") as f:
@@ -228,7 +232,7 @@ def funnel(parquet: str) -> dict[str, Any]:
                     f.write(canonical_json(obj) + b"\n")
         manifest = write_signed_pack(folder, batch="bench", records=records,
                                      data_files=["accepted.jsonl", "rejected.jsonl"],
-                                     predicate={"bench": True}, key=SigningKey.generate())
+                                     predicate={"bench": True}, key=SigningKey.generate(), prepared=prepared)
         size = sum(p.stat().st_size for p in folder.iterdir())
         return len(accepted), size, manifest.merkle_root
     (accepted_n, size, _root), line = timer.run("lineage pack", len(candidates), pack)

@@ -8,8 +8,15 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 stamp=.venv/.synqa-install-stamp
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# The static embedding model is distilled offline from the wheel's MiniLM once (~30 s), then cached under
+# .synqa/cache/models (keyed by the source model files and the gate config's parameters): a cached copy loads in <1 s.
+distill() {
+  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/synqa models distill >/dev/null \
+    || { echo "[bootstrap] could not build the static embedding model (synqa models distill)" >&2; exit 1; }
+}
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "[bootstrap] environment up to date (.venv) — nothing to install"
+  distill
   exit 0
 fi
 start=$(date +%s)
@@ -20,4 +27,5 @@ echo "[bootstrap] installing dependencies into .venv (first time: compiles llama
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" .venv/bin/python -m pip install --quiet -e ".[dev]"
 echo "$want" > "$stamp"
+distill
 echo "[bootstrap] installed in $(( $(date +%s) - start )) s"

@@ -65,12 +65,53 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def routes_table(data: Path) -> int:
+    """P / R / F1 (toxic test sets) and false drops (benign test sets) of the two heads and the cascade, computed
+    through :class:`ToxicityGate` (MiniLM vectors from the training script's cache = what MiniLM computes)."""
+    import pandas as pd
+
+    from synqa_dagster.embedding import StaticEmbedder
+    from synqa_dagster.gates.toxicity import ToxicityGate, ToxicityGateConfig
+
+    static = StaticEmbedder()
+    splits = T.load_all(data)["test"]
+    mini = ToxicityGate(ToxicityGateConfig())
+    print("| test set | rows | MiniLM-only P / R / F1 | static-only P / R / F1 | cascade P / R / F1 | re-scored by MiniLM |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    la = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    for sp in splits:
+        rows = pd.DataFrame({"row_id": [str(i) for i in range(len(sp))], "text": sp.texts})
+        vm = T.embed_cached(sp, verbose=False)
+        vs = static.encode(sp.texts)
+        r_m = mini.evaluate(rows, embeddings=vm)
+        gate_c = ToxicityGate(ToxicityGateConfig())
+        r_c = gate_c.evaluate(rows, embeddings=vs)
+        st = gate_c.static_scorer
+        flag_s = st.score(sp.texts, embeddings=vs) >= st.threshold
+        cells = []
+        for flag in (~r_m.keep, flag_s, ~r_c.keep):
+            if sp.benign:
+                cells.append(f"false drops {flag.mean():.2%}")
+            else:
+                m = T.prf_auc(sp.labels, flag.astype(float), 0.5)
+                cells.append(f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}")
+        print(f"| {sp.name} | {len(sp)} | " + " | ".join(cells) + f" | {r_c.metrics['cascade_minilm_rate']:.1%} |")
+    print(f"\nband ±{ToxicityGateConfig().static_band} around the static head's threshold {st.threshold}; "
+          f"MiniLM head threshold {mini.threshold}; load average {la}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=T.shared_data_dir())
     ap.add_argument("--model", type=Path, default=None, help="learned model .npz (default: the shipped one)")
     ap.add_argument("--write", action="store_true", help="store the held-out figures in the model's JSON")
+    ap.add_argument("--routes", action="store_true",
+                    help="MiniLM-only vs static-only vs the static_cascade route (static head, MiniLM head in its band) "
+                         "on the test splits; prints the table of docs/measurements/embedding-routes.md")
     args = ap.parse_args(argv)
+    if args.routes:
+        return routes_table(args.data)
 
     scorer = LearnedToxicityScorer(args.model, embedder=T.embedder())
     thr = scorer.threshold

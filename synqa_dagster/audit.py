@@ -511,7 +511,8 @@ def run_gates(rows: pd.DataFrame, gate_config: GateConfig, eval_sets: Any, colum
     (once, for the rows reaching the first stage that needs them); ``prior`` is None (no earlier batches).
     ``eval_sets``: see :func:`eval_set_specs`; ``embeddings``: False switches the embedding rule off (None: the
     gate config's ``contamination.use_embeddings`` decides)."""
-    from synqa_dagster.embedding import Embedder
+    from synqa_dagster.embedding import embedder_for
+    from synqa_dagster.paths import resolve_path
 
     run = _Run()
     audited = [s for s in stages if s.in_audit]
@@ -528,7 +529,8 @@ def run_gates(rows: pd.DataFrame, gate_config: GateConfig, eval_sets: Any, colum
         run.embedding_note = "disabled (contamination.use_embeddings is false)"
         run.embeddings_source = "gate config (contamination.use_embeddings: false)"
     if any(EMBEDDINGS in s.inputs and getattr(sections.get(s.name, s.config(gate_config)), "use_embeddings", True) for s in audited):
-        run.embedder = Embedder(model_path=gate_config.embedding_model_path)  # loads on first use
+        model_path = str(resolve_path(gate_config.embedding_model_path)) if gate_config.embedding_model_path else None
+        run.embedder = embedder_for(gate_config.embedding, model_path)  # the gate config's route; loads on first use
     env = _AuditEnvironment(run)
     gates: dict[str, Gate] = {}
     try:  # heavy gates build first (eval sets load and embed): a bad --eval-set file fails before any gate runs

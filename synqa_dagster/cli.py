@@ -174,16 +174,47 @@ def cmd_apply_review(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from synqa_dagster.lineage.verify import verify_pack
+def cmd_models(args: argparse.Namespace) -> int:
+    """`synqa models distill`: distil (or load) the static embedding model the gate config's route uses."""
+    import json as _json
+    import shutil
 
-    folder = Path(args.folder)
-    if not folder.is_dir():
+    from synqa_dagster import embedding as emb
+    from synqa_dagster.config import load_gate_config
+
+    gates = load_gate_config(getattr(args, "gates", None))
+    st = gates.embedding.static
+    from synqa_dagster.paths import resolve_path
+
+    source = str(resolve_path(gates.embedding_model_path)) if gates.embedding_model_path else None
+    model = emb.StaticEmbedder(source_path=source, pca_dims=st.pca_dims, sif_coefficient=st.sif_coefficient,
+                               max_length=st.max_length)
+    if args.force and model.cache_dir.exists():
+        shutil.rmtree(model.cache_dir)
+    before = emb.DISTILL_COUNT["n"]
+    model.model  # noqa: B018 - distil or load
+    man = model.manifest()
+    state = "distilled" if emb.DISTILL_COUNT["n"] > before else "cached"
+    print(_json.dumps({"model_id": model.model_id, "path": str(model.cache_dir), "state": state, "dim": model.dim,
+                       "distill_seconds": man.get("distill_seconds"), "route": gates.embedding.route}))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from synqa_dagster.lineage.verify import HandoverAbsent, batch_of, verify_location
+
+    folder = args.folder if args.folder.startswith("s3://") else Path(args.folder)
+    if isinstance(folder, Path) and not folder.is_dir():
         print(f"not a folder: {folder}", file=sys.stderr)
         return 2
     # A batch folder's name says which batch it must hold: a complete pack of another batch copied here fails.
-    expected = args.batch or (folder.resolve().name[len("batch="):] if folder.resolve().name.startswith("batch=") else None)
-    report = verify_pack(folder, trusted_public_key=Path(args.public_key) if args.public_key else None, expected_batch=expected)
+    expected = args.batch or batch_of(folder)
+    try:
+        report = verify_location(folder, trusted_public_key=Path(args.public_key) if args.public_key else None,
+                                 expected_batch=expected)
+    except HandoverAbsent as exc:  # on S3: no signed manifest under the prefix
+        print(f"not a handover: {exc}", file=sys.stderr)
+        return 2
     print(report.summary())
     return 0 if report.ok else 1
 
@@ -208,8 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("apply-review", help="apply human review decisions to a batch and rebuild what follows")
     p.add_argument("--batch", help="batch (partition key); default: the newest complete batch")
     p.set_defaults(func=cmd_apply_review)
+    p = sub.add_parser("models", help="prepare local models: `synqa models distill` builds the static embedding model")
+    p.add_argument("action", choices=["distill"], help="distill: the static model2vec model of the configured route")
+    p.add_argument("--force", action="store_true", help="distil again even if a valid cached copy exists")
+    p.set_defaults(func=cmd_models)
     p = sub.add_parser("verify", help="verify a handover folder (signature, Merkle root, rows, files)")
-    p.add_argument("folder")
+    p.add_argument("folder", help="a handover folder, or s3://bucket/prefix/handover/batch=<key>")
     p.add_argument("--public-key", help="trusted Ed25519 public key (PEM); default: the folder's signing_key.pub")
     p.add_argument("--batch", help="the batch the folder must hold")
     p.set_defaults(func=cmd_verify)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from synqa_dagster.canaries import CanaryConfig
+from synqa_dagster.embedding import EmbeddingConfig
 from synqa_dagster.gates.contamination import ContaminationGateConfig
 from synqa_dagster.gates.dedup import DedupGateConfig
 from synqa_dagster.gates.quality import QualityGateConfig
@@ -251,6 +252,39 @@ class ReviewConfig(StrictModel):
     app_url: str = "http://127.0.0.1:8765"
 
 
+class ExecutorConfig(StrictModel):
+    """Where the row stages run (:mod:`synqa_dagster.engine`): the rows are split into shards in row order and each
+    shard is a datatrove pipeline task; the merged result is byte-identical whichever executor ran it, so this
+    section is left out of the gate-config hash (changing it does not make a batch stale).
+
+    Attributes:
+        kind: ``inline`` (in this process, no shards), ``local`` (datatrove ``LocalPipelineExecutor``: worker
+            processes on this machine) or ``ray`` (datatrove ``RayPipelineExecutor`` on the cluster at ``address``).
+        tasks: shards (datatrove tasks); None = the CPU count.
+        workers: tasks run at once; None = ``tasks`` capped at the CPU count (local) / ``tasks`` (ray).
+        address: the Ray cluster (``host:port`` of a running head, ``ray://host:10001`` or ``auto``); ray only.
+        shard_rows_min: batches with fewer rows run inline in this process (no worker start-up), whatever ``kind``.
+        run_dir: where shard results are written (a folder or fsspec URL; shared by every node for a multi-node
+            Ray cluster); None = a temporary folder. Each run uses its own sub-folder, removed after the merge.
+        cpus_per_task / mem_per_cpu_gb: Ray resources reserved per task.
+    """
+
+    kind: Literal["inline", "local", "ray"] = "local"
+    tasks: int | None = Field(None, ge=1, description="Shards (datatrove tasks); null = CPU count.")
+    workers: int | None = Field(None, ge=1, description="Tasks at once; null = tasks (capped at CPU count locally).")
+    address: str | None = Field(None, description="Ray cluster address (ray only).")
+    shard_rows_min: int = Field(20_000, ge=0, description="Smaller batches run inline, in process.")
+    run_dir: str | None = Field(None, description="Folder / fsspec URL for shard results; null = a temp folder.")
+    cpus_per_task: int = Field(1, ge=1, description="Ray CPUs per task.")
+    mem_per_cpu_gb: float = Field(1.0, gt=0, description="Ray memory per CPU (GB).")
+
+    @model_validator(mode="after")
+    def _check_address(self) -> "ExecutorConfig":
+        if self.kind == "ray" and not self.address:
+            raise ValueError("executor.kind 'ray' needs executor.address (a running cluster, or 'auto')")
+        return self
+
+
 class GateConfig(StrictModel):
     """Thresholds and model choices of every gate, in funnel order (one YAML, hashed into the gate assets' version).
 
@@ -259,9 +293,12 @@ class GateConfig(StrictModel):
         quality / dedup / toxicity / contamination: each gate's own pydantic config (see ``synqa_dagster.gates``).
         drift: the drift, diversity and bias checks on the accepted candidates (see ``synqa_dagster.stats``).
         embedding_model_path: sentence-transformers folder for ``candidate_embeddings`` (null = the wheel's MiniLM).
+        embedding: the embedding route (:class:`synqa_dagster.embedding.EmbeddingConfig`): ``static_cascade``
+            (static model2vec vectors for every row, MiniLM re-scores rows near a gate's threshold) or ``minilm``.
         review: the human review gate (see :class:`ReviewConfig`).
         canaries: the known positives and negatives planted for every gate in every batch, and the recall floors
             the ``gate_canary_recall`` check holds each gate to (see :mod:`synqa_dagster.canaries`).
+        executor: where the row stages run (:class:`ExecutorConfig`); not part of the hash.
     """
 
     version: str = "1"
@@ -271,8 +308,11 @@ class GateConfig(StrictModel):
     contamination: ContaminationGateConfig = Field(default_factory=ContaminationGateConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     embedding_model_path: str | None = None
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     canaries: CanaryConfig = Field(default_factory=CanaryConfig)
+    #: where the row stages run; excluded from the dump and the hash (the output does not depend on it)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, exclude=True)
 
     source_path: str | None = Field(None, exclude=True)
 

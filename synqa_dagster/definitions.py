@@ -26,10 +26,11 @@ from synqa_dagster.checks.invariants import build_invariant_checks
 from synqa_dagster.checks.toxicity import build_toxicity_checks
 from synqa_dagster.config import load_gate_config, load_recipe
 from synqa_dagster.partitions import batch_partitions
-from synqa_dagster.paths import default_storage_base, resolve_path
+from synqa_dagster.paths import default_handover_location, default_storage_base
 from synqa_dagster.resources import (
     EmbedderResource, HandoverResource, ParquetIOManager, ReviewStoreResource, ScorerResource, StoreResource,
 )
+from synqa_dagster.resources.storage import s3_resource_from_env
 from synqa_dagster.sensors import build_review_decisions_sensor, build_stale_batches_sensor
 from synqa_dagster.stages import STAGES, GateStage, validate_stages
 
@@ -89,6 +90,10 @@ def build_definitions(
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
     base = storage_base or default_storage_base()
+    # One setting picks the storage: an s3:// base (or handover base) wires dagster-aws's S3Resource (endpoint and
+    # credentials as EnvVars) into the IO manager and the store; a local base needs no S3 at all.
+    on_s3 = base.startswith("s3://") or (handover_base or default_handover_location(base)).startswith("s3://")
+    s3 = s3_resource_from_env() if on_s3 else None
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
@@ -99,9 +104,9 @@ def build_definitions(
             build_review_decisions_sensor(REVIEW_JOB, partitions),
         ],
         resources={
-            "parquet_io_manager": ParquetIOManager(base_path=base),
-            "store": StoreResource(base_path=base),
-            "embedder": EmbedderResource(model_path=str(resolve_path(gates.embedding_model_path)) if gates.embedding_model_path else None),
+            "parquet_io_manager": ParquetIOManager(base_path=base, s3=s3),
+            "store": StoreResource(base_path=base, s3=s3),
+            "embedder": EmbedderResource.from_gate_config(gates),  # the gate config's embedding route
             "scorers": ScorerResource(),
             "review_store": ReviewStoreResource(url=review_store_url or ""),
             "handover": HandoverResource(base_path=handover_base or ""),

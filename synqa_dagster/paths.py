@@ -55,5 +55,20 @@ def default_review_store_url() -> str:
 
 
 def default_handover_base() -> Path:
-    """Where handover folders are written: ``$SYNQA_HANDOVER``, else ``<instance>/handover``."""
+    """Where handover folders are written locally: ``$SYNQA_HANDOVER``, else ``<instance>/handover``.
+
+    Local paths only; :func:`default_handover_location` also knows about S3."""
     return Path(os.environ.get("SYNQA_HANDOVER") or instance_dir() / "handover").resolve()
+
+
+def default_handover_location(storage_base: str | None = None) -> str:
+    """Where handover folders are written: ``$SYNQA_HANDOVER`` (a local folder or ``s3://bucket/prefix``), else
+    ``<storage>/handover`` when the storage base (``storage_base`` or ``$SYNQA_STORAGE``) is on S3, else
+    ``<instance>/handover``. One setting, ``SYNQA_STORAGE=s3://bucket/prefix``, moves tables and handover alike."""
+    explicit = os.environ.get("SYNQA_HANDOVER")
+    if explicit:
+        return explicit if explicit.startswith("s3://") else str(Path(explicit).resolve())
+    storage = storage_base or default_storage_base()
+    if storage.startswith("s3://"):
+        return storage.rstrip("/") + "/handover"
+    return str(default_handover_base())

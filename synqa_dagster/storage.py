@@ -1,18 +1,36 @@
-"""Parquet tables per asset and batch under one base path: a local folder or ``s3://bucket/prefix``.
+"""Parquet tables per asset and batch, and handover folders, under one base: a local folder or ``s3://bucket/prefix``.
 
 Layout: ``<base>/<asset>/batch=<partition>/data.parquet`` (``<base>/<asset>/data.parquet`` when unpartitioned),
 which loads with pandas/pyarrow and with Hugging Face ``datasets.load_dataset("parquet", data_files=...)``.
 
 Local writes go to a temporary file in the same folder and are renamed into place, so a crash never leaves a
 half-written table where a reader would find it. On S3 a single-object PUT is already atomic.
+
+S3 goes through a boto3 S3 client and nothing else: :class:`S3Objects` (one bucket + key prefix) is the small
+interface the table store, the handover writer, the roll-up and ``synqa verify`` use. Inside Dagster the client
+comes from dagster-aws's ``S3Resource`` (``synqa_dagster.resources.storage``); outside it (the CLI, tests)
+:func:`default_s3_client` builds one from the standard AWS environment (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION`` / profiles). This module is Dagster-free.
+
+Handover folders (:class:`HandoverFolders`): a local base keeps the old behaviour (the folder is built in a
+temporary sibling and swapped in with renames). On S3, :meth:`S3Objects.publish_folder` stages every file under
+``<base>/.staging/<run id>/<name>/``, then commits: it withdraws the old manifest (from here the folder reads as
+absent, never as a mix), server-side copies every other file into ``<base>/<name>/``, deletes the keys of the old
+pack that the new one does not have, and PUTs the manifest last — the one write that makes the new pack visible.
+A reader treats a folder without its manifest as absent (:meth:`HandoverFolders.complete`). See docs/storage.md.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
+import tempfile
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -21,6 +39,186 @@ import pyarrow.parquet as pq
 
 PARTITION_PREFIX = "batch="
 FILE_NAME = "data.parquet"
+STAGING_DIR = ".staging"
+S3_SCHEME = "s3://"
+
+
+def is_s3(location: str | os.PathLike[str] | None) -> bool:
+    """True for an ``s3://bucket[/prefix]`` location."""
+    return isinstance(location, str) and location.startswith(S3_SCHEME)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b/`` -> ``("bucket", "a/b")``; raises ValueError without a bucket."""
+    if not is_s3(uri):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, prefix = uri[len(S3_SCHEME):].partition("/")
+    if not bucket:
+        raise ValueError(f"S3 URI {uri!r} names no bucket")
+    return bucket, prefix.strip("/")
+
+
+def default_s3_client() -> Any:
+    """A boto3 S3 client from the standard AWS environment (``AWS_ENDPOINT_URL`` included, boto3 >= 1.28)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+def safe_relative_name(name: str) -> bool:
+    """True for a relative POSIX name that stays inside its folder (no absolute path, ``.``, ``..``, empty parts)."""
+    return (bool(name) and "\\" not in name and "\x00" not in name and not PurePosixPath(name).is_absolute()
+            and all(part not in ("", ".", "..") for part in name.split("/")))
+
+
+class S3Objects:
+    """The objects under one key prefix of one bucket, through a boto3 S3 client (the only boto3 user).
+
+    Keys are given relative to the prefix (``"accepted_dataset/batch=B/data.parquet"``).
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/")
+
+    @classmethod
+    def from_uri(cls, uri: str, client: Any = None) -> "S3Objects":
+        bucket, prefix = split_s3(uri)
+        return cls(client if client is not None else default_s3_client(), bucket, prefix)
+
+    def child(self, sub: str) -> "S3Objects":
+        return S3Objects(self.client, self.bucket, self.key(sub))
+
+    def key(self, rel: str = "") -> str:
+        rel = rel.strip("/")
+        return f"{self.prefix}/{rel}" if self.prefix and rel else (self.prefix or rel)
+
+    def uri(self, rel: str = "") -> str:
+        return f"{S3_SCHEME}{self.bucket}/{self.key(rel)}".rstrip("/")
+
+    # -- objects ------------------------------------------------------------------------------------------------
+    def put(self, rel: str, data: bytes) -> str:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data)
+        return self.uri(rel)
+
+    def get(self, rel: str) -> bytes:
+        """The object's bytes; raises FileNotFoundError naming the URI when it does not exist."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"no object at {self.uri(rel)}") from None
+
+    def etag(self, rel: str) -> str | None:
+        """The object's ETag, or None when it does not exist."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(rel))["ETag"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def exists(self, rel: str) -> bool:
+        return self.etag(rel) is not None
+
+    def copy(self, src: str, dst: str) -> None:
+        """Server-side copy of ``src`` to ``dst`` (both relative to this prefix)."""
+        self.client.copy_object(Bucket=self.bucket, Key=self.key(dst), CopySource={"Bucket": self.bucket, "Key": self.key(src)})
+
+    def list(self, rel: str = "") -> list[str]:
+        """Every key under the folder ``rel`` (recursively), relative to ``rel``, sorted."""
+        base = self.key(rel)
+        prefix = f"{base}/" if base else ""
+        out: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            out += [obj["Key"][len(prefix):] for obj in page.get("Contents", [])]
+        return sorted(out)
+
+    def list_dirs(self, rel: str = "") -> list[str]:
+        """Names of the immediate sub-folders of ``rel`` (S3 common prefixes), sorted."""
+        base = self.key(rel)
+        prefix = f"{base}/" if base else ""
+        out: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            out += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+        return sorted(out)
+
+    def delete(self, rels: Sequence[str]) -> None:
+        """Delete keys (relative to this prefix), 1000 per request; missing keys are fine."""
+        keys = [self.key(r) for r in rels]
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i:i + 1000]
+            result = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+            if result.get("Errors"):
+                first = result["Errors"][0]
+                raise OSError(f"could not delete s3://{self.bucket}/{first.get('Key')}: {first.get('Message')}")
+
+    def delete_folder(self, rel: str) -> bool:
+        """Delete every key under the folder ``rel``; returns whether there was one."""
+        keys = self.list(rel)
+        self.delete([f"{rel.strip('/')}/{k}" for k in keys])
+        return bool(keys)
+
+    # -- folders ------------------------------------------------------------------------------------------------
+    def download_folder(self, rel: str, dest: Path) -> list[str]:
+        """Copy every object under ``rel`` into the local folder ``dest``; returns the keys it refused to write
+        (names that would leave ``dest`` or clash with a folder), which the caller reports."""
+        refused = []
+        for name in self.list(rel):
+            target = dest / name
+            if not safe_relative_name(name) or target.is_dir():
+                refused.append(name)
+                continue
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(self.get(f"{rel}/{name}"))
+            except (NotADirectoryError, FileExistsError, IsADirectoryError):  # "a" and "a/b" both exist as keys
+                refused.append(name)
+        return refused
+
+    def publish_folder(self, local: Path, name: str, *, commit_last: str, run_id: str | None = None,
+                       on_staged: Callable[[str], None] | None = None) -> str:
+        """Publish the local folder ``local`` as ``<prefix>/<name>/``, all or nothing for readers that require
+        ``commit_last`` (the manifest).
+
+        1. stage: PUT every file under ``<prefix>/.staging/<run id>/<name>/`` (a crash here leaves the published
+           folder untouched; ``on_staged(file)`` is called after each PUT, for tests);
+        2. commit: delete the old ``commit_last`` (the folder now reads as absent), server-side copy every other
+           staged file in, delete keys of the old folder that the new one lacks, then copy ``commit_last`` last;
+        3. clean up the staging prefix (and the leftovers of earlier, crashed publishes of ``name``).
+
+        Returns the folder's URI.
+        """
+        local = Path(local)
+        files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file() and not p.is_symlink())
+        if commit_last not in files:
+            raise FileNotFoundError(f"{commit_last} is not in {local}: nothing to commit")
+        run_id = run_id or uuid.uuid4().hex
+        stage = f"{STAGING_DIR}/{run_id}/{name}"
+        try:
+            for rel in files:
+                self.put(f"{stage}/{rel}", (local / rel).read_bytes())
+                if on_staged is not None:
+                    on_staged(rel)
+        except BaseException:
+            self._forget(stage)
+            raise
+        self.delete([f"{name}/{commit_last}"])
+        for rel in files:
+            if rel != commit_last:
+                self.copy(f"{stage}/{rel}", f"{name}/{rel}")
+        stale = sorted(set(self.list(name)) - set(files))
+        self.delete([f"{name}/{rel}" for rel in stale])
+        self.copy(f"{stage}/{commit_last}", f"{name}/{commit_last}")
+        for leftover in self.list_dirs(STAGING_DIR):
+            self._forget(f"{STAGING_DIR}/{leftover}/{name}")
+        return self.uri(name)
+
+    def _forget(self, stage: str) -> None:
+        try:
+            self.delete_folder(stage)
+        except Exception:  # best effort: staged keys are invisible to readers
+            pass
 
 
 @dataclass(frozen=True)
@@ -28,33 +226,46 @@ class TableStore:
     """Reads and writes Parquet tables by (asset name, batch).
 
     Attributes:
-        base: local path or ``s3://bucket/prefix`` (S3 credentials come from the usual AWS environment).
+        base: local path or ``s3://bucket/prefix``.
+        client: the boto3 S3 client for an ``s3://`` base (dagster-aws's ``S3Resource.get_client()``); None means
+            :func:`default_s3_client` (the standard AWS environment).
     """
 
     base: str
+    client: Any = field(default=None, compare=False, repr=False)
 
     @property
     def is_local(self) -> bool:
         return "://" not in self.base or self.base.startswith("file://")
 
+    def _root(self) -> str:
+        root = self.base[len("file://"):] if self.base.startswith("file://") else self.base
+        return os.path.abspath(root)
+
     def _fs_and_root(self) -> tuple[pafs.FileSystem, str]:
-        if self.is_local:
-            root = self.base[len("file://"):] if self.base.startswith("file://") else self.base
-            return pafs.LocalFileSystem(), os.path.abspath(root)
-        fs, root = pafs.FileSystem.from_uri(self.base)
-        return fs, root.rstrip("/")
+        if not self.is_local:
+            raise ValueError(f"{self.base} is not a local store")
+        return pafs.LocalFileSystem(), self._root()
+
+    def objects(self) -> S3Objects:
+        """The S3 objects of this store (``s3://`` bases only)."""
+        if not is_s3(self.base):
+            raise ValueError(f"unsupported storage base {self.base!r}: use a local folder or s3://bucket/prefix")
+        return S3Objects.from_uri(self.base, self.client)
+
+    @staticmethod
+    def _rel(asset: str, batch: str | None, name: str = FILE_NAME) -> str:
+        return "/".join([asset] + ([f"{PARTITION_PREFIX}{batch}"] if batch is not None else []) + [name])
 
     def uri(self, asset: str, batch: str | None = None, name: str = FILE_NAME) -> str:
         """Where the table of ``asset`` for ``batch`` lives (a path for local stores, a URI otherwise)."""
-        parts = [asset] + ([f"{PARTITION_PREFIX}{batch}"] if batch is not None else []) + [name]
+        rel = self._rel(asset, batch, name)
         if self.is_local:
-            return os.path.join(self._fs_and_root()[1], *parts)
-        return self.base.rstrip("/") + "/" + "/".join(parts)
+            return os.path.join(self._root(), *rel.split("/"))
+        return self.base.rstrip("/") + "/" + rel
 
     def _path(self, asset: str, batch: str | None, name: str = FILE_NAME) -> str:
-        fs, root = self._fs_and_root()
-        parts = [asset] + ([f"{PARTITION_PREFIX}{batch}"] if batch is not None else []) + [name]
-        return root + "/" + "/".join(parts)
+        return self._root() + "/" + self._rel(asset, batch, name)
 
     def write(self, asset: str, batch: str | None, frame: pd.DataFrame) -> str:
         """Write ``frame`` atomically and return its URI."""
@@ -63,26 +274,27 @@ class TableStore:
 
     def write_bytes(self, asset: str, batch: str | None, payload: bytes, name: str) -> str:
         """Write any file (JSON, PNG, markdown...) next to the asset's table, atomically."""
+        if not self.is_local:
+            self.objects().put(self._rel(asset, batch, name), payload)
+            return self.uri(asset, batch, name)
         fs, _ = self._fs_and_root()
         final = self._path(asset, batch, name)
         fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        if self.is_local:
-            tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-            try:
-                with fs.open_output_stream(tmp) as out:
-                    out.write(payload)
-                os.replace(tmp, final)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-        else:
-            with fs.open_output_stream(final) as out:
+        tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+        try:
+            with fs.open_output_stream(tmp) as out:
                 out.write(payload)
+            os.replace(tmp, final)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
         return self.uri(asset, batch, name)
 
     def delete(self, asset: str, batch: str | None) -> bool:
         """Remove the table of ``asset`` for ``batch`` (and files beside it); returns whether one existed."""
+        if not self.is_local:
+            return self.objects().delete_folder(self._rel(asset, batch).rsplit("/", 1)[0])
         fs, _ = self._fs_and_root()
         folder = self._path(asset, batch).rsplit("/", 1)[0]
         if fs.get_file_info(folder).type == pafs.FileType.NotFound:
@@ -92,27 +304,152 @@ class TableStore:
 
     def read(self, asset: str, batch: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
         """Read the table of ``asset`` for ``batch``; raises FileNotFoundError naming the URI if absent."""
+        missing = FileNotFoundError(f"no table for asset {asset!r} batch {batch!r} at {self.uri(asset, batch)}")
+        if not self.is_local:
+            try:
+                payload = self.objects().get(self._rel(asset, batch))
+            except FileNotFoundError:
+                raise missing from None
+            return pq.read_table(io.BytesIO(payload), columns=columns).to_pandas()
         fs, _ = self._fs_and_root()
         path = self._path(asset, batch)
         if fs.get_file_info(path).type == pafs.FileType.NotFound:
-            raise FileNotFoundError(f"no table for asset {asset!r} batch {batch!r} at {self.uri(asset, batch)}")
+            raise missing
         return pq.read_table(path, filesystem=fs, columns=columns).to_pandas()
 
     def read_bytes(self, asset: str, batch: str | None, name: str) -> bytes:
+        if not self.is_local:
+            return self.objects().get(self._rel(asset, batch, name))
         fs, _ = self._fs_and_root()
         with fs.open_input_stream(self._path(asset, batch, name)) as src:
             return src.read()
 
     def exists(self, asset: str, batch: str | None = None) -> bool:
+        if not self.is_local:
+            return self.objects().exists(self._rel(asset, batch))
         fs, _ = self._fs_and_root()
         return fs.get_file_info(self._path(asset, batch)).type == pafs.FileType.File
 
     def batches(self, asset: str) -> list[str]:
         """Batches that have a table for ``asset``, sorted."""
+        if not self.is_local:
+            keys = self.objects().list(asset)
+            return sorted(k.split("/", 1)[0][len(PARTITION_PREFIX):] for k in keys
+                          if k.startswith(PARTITION_PREFIX) and k.count("/") == 1 and k.endswith(f"/{FILE_NAME}"))
         fs, root = self._fs_and_root()
         info = fs.get_file_info(pafs.FileSelector(f"{root}/{asset}", allow_not_found=True))
         keys = [i.base_name[len(PARTITION_PREFIX):] for i in info if i.type == pafs.FileType.Directory and i.base_name.startswith(PARTITION_PREFIX)]
         return sorted(k for k in keys if self.exists(asset, k))
+
+
+class HandoverFolders:
+    """The per-batch handover folders (``batch=<key>/``) and the roll-up files under one base, local or S3.
+
+    A folder counts only once its ``commit_file`` (the signed manifest) is in: :meth:`complete` and
+    :meth:`names` ignore a folder without it.
+
+    Attributes:
+        location: a local folder path or ``s3://bucket/prefix``.
+        commit_file: the file written last, whose presence makes a folder visible (``manifest.dsse.json``).
+    """
+
+    def __init__(self, location: str | os.PathLike[str], commit_file: str, client: Any = None) -> None:
+        self.commit_file = commit_file
+        if is_s3(location):
+            self.objects: S3Objects | None = S3Objects.from_uri(str(location), client)
+            self.location = self.objects.uri()
+            self.path: Path | None = None
+        else:
+            self.objects = None
+            self.path = Path(location).resolve()
+            self.location = str(self.path)
+
+    @property
+    def is_local(self) -> bool:
+        return self.objects is None
+
+    def uri(self, name: str = "") -> str:
+        """Where folder ``name`` (or, empty, the base) lives: a local path or an ``s3://`` URI."""
+        if self.objects is not None:
+            return self.objects.uri(name)
+        return str(self.path / name) if name else str(self.path)
+
+    def work_dir(self, name: str) -> Path:
+        """A fresh local folder to build ``name`` in (a sibling of the final folder when local)."""
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=self.path))
+        return Path(tempfile.mkdtemp(prefix=f"synqa-{name}.", suffix=".tmp"))
+
+    def publish(self, work: Path, name: str, on_staged: Callable[[str], None] | None = None) -> str:
+        """Make the built folder ``work`` the folder ``name`` (local: two renames; S3: stage, then commit with
+        the manifest last). ``work`` is consumed. Returns the folder's location."""
+        if self.path is not None:
+            _swap_in(work, self.path / name)
+            return str(self.path / name)
+        try:
+            return self.objects.publish_folder(work, name, commit_last=self.commit_file, on_staged=on_staged)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def complete(self, name: str) -> bool:
+        """True when folder ``name`` exists with its commit file (a folder without it is treated as absent)."""
+        if self.path is not None:
+            return (self.path / name / self.commit_file).is_file()
+        return self.objects.exists(f"{name}/{self.commit_file}")
+
+    def names(self, prefix: str = PARTITION_PREFIX) -> list[str]:
+        """The complete folders whose name starts with ``prefix``, sorted."""
+        if self.path is not None:
+            found = [p.name for p in self.path.glob(f"{prefix}*") if p.is_dir()] if self.path.is_dir() else []
+        else:
+            found = [d for d in self.objects.list_dirs() if d.startswith(prefix)]
+        return sorted(n for n in found if self.complete(n))
+
+    def read_bytes(self, name: str, file: str) -> bytes:
+        if self.path is not None:
+            return (self.path / name / file).read_bytes()
+        return self.objects.get(f"{name}/{file}")
+
+    def write_file(self, file: str, data: bytes) -> str:
+        """Write a file at the base (the roll-up README.md, batches.json): atomic on either side."""
+        if self.path is not None:
+            from synqa_dagster.common import atomic_write_bytes
+
+            atomic_write_bytes(self.path / file, data)
+            return str(self.path / file)
+        return self.objects.put(file, data)
+
+    def remove_file(self, file: str) -> None:
+        if self.path is not None:
+            (self.path / file).unlink(missing_ok=True)
+        else:
+            self.objects.delete([file])
+
+    def delete(self, name: str) -> bool:
+        """Remove folder ``name`` (its manifest first, so it never reads as a broken pack); returns whether it existed."""
+        if self.path is not None:
+            folder = self.path / name
+            if not folder.is_dir():
+                return False
+            shutil.rmtree(folder)
+            return True
+        self.objects.delete([f"{name}/{self.commit_file}"])
+        return self.objects.delete_folder(name)
+
+
+
+def _swap_in(work: Path, final: Path) -> None:
+    """Replace ``final`` by ``work`` with two renames (the old folder is removed only after the new one is in)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(work, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

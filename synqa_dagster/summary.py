@@ -86,15 +86,17 @@ def _review_lines(defs: dg.Definitions, batch: str) -> list[str]:
 
 def _handover_lines(defs: dg.Definitions, batch: str) -> list[str]:
     """The batch's handover folder and what `synqa verify` says about it."""
-    from synqa_dagster.lineage.verify import verify_pack
+    from synqa_dagster.lineage.verify import verify_location
 
-    folder = defs.resources["handover"].base() / f"batch={batch}"
-    if not folder.is_dir():
+    folders = defs.resources["store"].handover_folders(defs.resources["handover"].base_path)
+    name = f"batch={batch}"
+    if not folders.complete(name):
         return []
-    report = verify_pack(folder, expected_batch=batch)
+    folder = folders.uri(name)
+    report = verify_location(folder, expected_batch=batch, client=getattr(getattr(folders, "objects", None), "client", None))
     state = f"OK — {report.row_count} lineage rows, Merkle root {str(report.merkle_root)[:16]}…, key {report.key_id}" if report.ok \
         else f"{len(report.problems)} PROBLEM(S)"
-    return [f"\nhandover folder: {folder}", f"  synqa verify: {state}", f"  dataset card: {folder / 'README.md'}"]
+    return [f"\nhandover folder: {folder}", f"  synqa verify: {state}", f"  dataset card: {folder.rstrip('/')}/README.md"]
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

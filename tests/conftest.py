@@ -75,4 +75,4 @@ def isolated_instance(tmp_path: Path, monkeypatch):
 
 
 # One real PostgreSQL server per test session, shared by every module that asks for `postgres_url`.
-pytest_plugins = ["tests.postgres_support"]
+pytest_plugins = ["tests.postgres_support", "tests.s3_support", "tests.ray_support"]  # + one SeaweedFS S3 server, started on first use

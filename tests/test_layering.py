@@ -117,7 +117,7 @@ def test_checks_and_assets_do_not_import_each_other():
             assert not {i for i in imports if i.startswith("synqa_dagster.checks")}, module
 
 
-@pytest.mark.parametrize("package", ["gates", "stats", "lineage", "generation", "handover", "review", "corpus"])
+@pytest.mark.parametrize("package", ["gates", "stats", "lineage", "generation", "handover", "review", "corpus", "engine"])
 def test_the_pure_packages_are_dagster_free(package):
     for module, imports in GRAPH.items():
         if module.startswith(f"synqa_dagster.{package}"):

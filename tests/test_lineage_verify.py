@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from synqa_dagster.lineage.canonical import canonical_json
 from synqa_dagster.lineage.dsse import IN_TOTO_PAYLOAD_TYPE, make_statement, sign_envelope
 from synqa_dagster.lineage.keys import SigningKey, hmac_id, load_or_create_secret, load_signing_key
-from synqa_dagster.lineage.pack import compute_lineage, content_digests, write_signed_pack
+from synqa_dagster.lineage.pack import compute_lineage, content_digests, prepare_lineage, write_signed_pack
 from synqa_dagster.lineage.verify import main, verify_pack
 
 BATCH = "2026-11-21-a"
@@ -179,6 +179,26 @@ def test_signing_is_deterministic(pack, tmp_path):
                       predicate={"recipe_hash": "sha256:" + "ab" * 32, "gates": {"toxicity": 0.8}}, key=pack.key)
     for name in ("lineage.jsonl", "lineage.proofs.jsonl", "manifest.dsse.json", "signing_key.pub"):
         assert (other / name).read_bytes() == (pack.folder / name).read_bytes(), name
+
+
+def test_prepared_lineage_signs_the_same_bytes_and_is_not_trusted_for_other_records(pack, tmp_path):
+    """write_signed_pack(prepared=...) (records encoded once, as the batch handover does) writes byte-identical
+    files; a preparation of *other* records is ignored rather than signed."""
+    predicate = {"recipe_hash": "sha256:" + "ab" * 32, "gates": {"toxicity": 0.8}}
+    prepared = prepare_lineage(pack.records, BATCH)
+    assert prepared.merkle_root == compute_lineage(pack.records)[0]
+    for label, records, prep in (("prepared", pack.records, prepared),
+                                 ("stale preparation", [dict(r) for r in pack.records],
+                                  prepare_lineage(pack.records[:-1], BATCH))):
+        other = tmp_path / label.replace(" ", "_")
+        other.mkdir()
+        for name in DATA_FILES:
+            shutil.copy(pack.folder / name, other / name)
+        write_signed_pack(other, batch=BATCH, records=records, data_files=DATA_FILES, predicate=predicate,
+                          key=pack.key, prepared=prep)
+        for name in ("lineage.jsonl", "lineage.proofs.jsonl", "manifest.dsse.json"):
+            assert (other / name).read_bytes() == (pack.folder / name).read_bytes(), (label, name)
+        assert verify_pack(other, expected_batch=BATCH).ok, label
 
 
 # --------------------------------------------------------------------------------------------------------------

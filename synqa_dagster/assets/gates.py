@@ -18,6 +18,7 @@ import pandas as pd
 from synqa_dagster.common import jsonable
 from synqa_dagster.config import GateConfig, Recipe
 from synqa_dagster.embedding import vectors_for
+from synqa_dagster.engine import run_stage
 from synqa_dagster.gates.base import Gate, decision_table, survivors
 from synqa_dagster.metadata import batch_asset_settings, table_metadata
 from synqa_dagster.resources import EmbedderResource, StoreResource
@@ -30,14 +31,23 @@ GROUP = "gates"
 PREVIEW = ["row_id", "technique", "kept", "reject_reason", "text"]
 
 
-def run_gate(context: dg.AssetExecutionContext, gate: Gate, rows: pd.DataFrame, versions: dict[str, str], **kwargs: Any) -> dg.Output:
-    """Evaluate ``gate`` on ``rows`` and wrap its decision table with the funnel metadata."""
+def run_gate(context: dg.AssetExecutionContext, gate: Gate | GateStage, rows: pd.DataFrame, versions: dict[str, str],
+             gates: GateConfig | None = None, environment: Any = None, **kwargs: Any) -> dg.Output:
+    """Evaluate ``gate`` on ``rows`` and wrap its decision table with the funnel metadata.
+
+    ``gate`` is a built gate (evaluated here) or a stage, run by the engine (:func:`synqa_dagster.engine.run_stage`:
+    inline, local workers or Ray, as ``gates.executor`` says; the metadata names the executor and its tasks)."""
     started = time.perf_counter()
-    result = gate.evaluate(rows, **kwargs)
+    if isinstance(gate, GateStage):
+        result = run_stage(gate, rows, gates, environment=environment, **kwargs)
+    else:
+        result = gate.evaluate(rows, **kwargs)
+    engine = result.metrics.get("engine", {}) if isinstance(result.metrics, dict) else {}
     table = decision_table(rows, result)
     counters = result.counters()
     seconds = time.perf_counter() - started
-    context.log.info(f"{gate.name}: {counters['kept']} kept, {counters['dropped']} dropped {counters['dropped_by_category']}")
+    context.log.info(f"{gate.name}: {counters['kept']} kept, {counters['dropped']} dropped {counters['dropped_by_category']}"
+                     + (f" ({engine['executor']} executor, {engine['tasks']} task(s))" if engine else ""))
     rejected = table.loc[~table["kept"]]
     return dg.Output(
         table,
@@ -52,6 +62,7 @@ def run_gate(context: dg.AssetExecutionContext, gate: Gate, rows: pd.DataFrame, 
             pass_rate=counters["kept"] / counters["seen"] if counters["seen"] else 1.0,
             rows_per_second=counters["seen"] / seconds if seconds else 0.0,
             gate_metrics=jsonable(result.metrics),
+            **({"executor": engine["executor"], "executor_tasks": engine["tasks"]} if engine else {}),
             **versions,
         ),
     )
@@ -101,8 +112,8 @@ def _gate_asset(s: GateStage, stages: Sequence[GateStage], gates: GateConfig, ve
     def _gate(context: dg.AssetExecutionContext, store: StoreResource, embedder: EmbedderResource, **upstream: pd.DataFrame):
         table = upstream[source]
         rows = table.reset_index(drop=True) if first else survivors(table)
-        gate = s.build(gates, embedder)
-        return run_gate(context, gate, rows, versions, **_stage_inputs(context, s, rows, upstream, store, embedder))
+        return run_gate(context, s, rows, versions, gates=gates, environment=embedder,
+                        **_stage_inputs(context, s, rows, upstream, store, embedder))
 
     return _gate
 
@@ -151,10 +162,12 @@ def _embeddings_asset(source: str, common: dict, versions: dict) -> dg.AssetsDef
     @dg.asset(
         name=EMBEDDINGS_ASSET,
         ins={source: dg.AssetIn(source)},
-        kinds={"sentencetransformers", "parquet"},
+        kinds={"model2vec", "parquet"},
         description=(
-            f"Sentence embeddings (all-MiniLM-L6-v2 from its wheel, offline) of the rows that survive {source}, "
-            "computed once per batch and shared by the gates that need them and the drift findings."
+            f"Sentence embeddings of the rows that survive {source}, computed once per batch and shared by the gates "
+            "that need them and the drift findings: on the default static_cascade route static model2vec vectors "
+            "distilled offline from all-MiniLM-L6-v2 (the gates re-score rows near their thresholds with MiniLM); "
+            "on the minilm route all-MiniLM-L6-v2 from its wheel (gate config `embedding.route`)."
         ),
         **common,
     )
@@ -170,6 +183,8 @@ def _embeddings_asset(source: str, common: dict, versions: dict) -> dg.AssetsDef
             out,
             metadata=table_metadata(
                 out, ["row_id"], seconds, model=model.model_id, dim=int(vectors.shape[1]) if len(vectors) else model.dim,
+                route=getattr(model, "route", "minilm"),
+                rescorer=getattr(getattr(model, "rescorer", None), "model_id", None),
                 rows_per_second=len(out) / seconds if seconds else 0.0, **versions,
             ),
         )

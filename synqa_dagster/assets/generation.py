@@ -2,7 +2,6 @@
 
 
 
-import shutil
 import time
 from typing import Sequence
 
@@ -51,10 +50,9 @@ def build_generation_asset(
         # A regenerated batch invalidates everything built from its previous candidates: remove those outputs
         # so a run that stops early (a blocking check) never leaves a superseded accepted split or dedup index.
         removed = [a for a in downstream if store.store.delete(a, batch)]
-        folder = handover.base() / f"batch={batch}"
-        if folder.is_dir():  # the signed handover of the old candidates no longer describes this batch
-            shutil.rmtree(folder)
-            removed.append(f"handover folder {folder}")
+        folders = store.handover_folders(handover.base_path)  # local or S3, as the handover assets write them
+        if folders.delete(f"batch={batch}"):  # the signed handover of the old candidates no longer describes it
+            removed.append(f"handover folder {folders.uri(f'batch={batch}')}")
         if removed:
             context.log.info(f"batch {batch}: removed previous outputs of {', '.join(removed)}")
         window = context.partition_time_window

@@ -1,7 +1,9 @@
 """The handover assets: ``handover_pack`` (one signed folder per batch) and ``dataset_card`` (the roll-up).
 
 Thin wrappers: they gather the batch's tables and versions, call :mod:`synqa_dagster.handover.batch` (which writes
-and signs the folder) and report the Merkle root, key id, funnel and card in the asset's metadata.
+and signs the folder) and report the Merkle root, key id, funnel and card in the asset's metadata. The folders live
+where ``StoreResource.handover_folders`` says: a local folder, or S3 when the storage is (published with the
+manifest last, see :mod:`synqa_dagster.storage`).
 """
 
 
@@ -88,9 +90,11 @@ def build_handover_assets(
             census={s.name: tables[s.census_asset] for s in stages if s.census},
             measured=measured_quality(gates, embedder, stages),
         )
-        folder = write_batch_handover(handover.base(), inputs, handover.signing_key())
-        facts = read_card_facts(folder)
-        png = (folder / "funnel.png").read_bytes()
+        folders = store.handover_folders(handover.base_path)
+        name = f"batch={batch}"
+        folder = write_batch_handover(folders, inputs, handover.signing_key())
+        facts = read_card_facts(folders, name)
+        png = folders.read_bytes(name, "funnel.png")
         context.log.info(f"handover folder {folder}: {facts.accepted} accepted, Merkle root {facts.lineage.merkle_root[:16]}…")
         return dg.MaterializeResult(
             metadata={
@@ -101,10 +105,10 @@ def build_handover_assets(
                 "key_id": facts.lineage.key_id,
                 "review": f"{facts.review.status}: {facts.review.reviewed}/{facts.review.sample_size or 0} reviewed, {facts.review.defects} defect(s)",
                 "funnel": dg.MetadataValue.md(
-                    (folder / "funnel.md").read_text(encoding="utf-8")
+                    folders.read_bytes(name, "funnel.md").decode("utf-8")
                     + f"\n\n![funnel](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
                 ),
-                "card": dg.MetadataValue.md((folder / "README.md").read_text(encoding="utf-8")),
+                "card": dg.MetadataValue.md(folders.read_bytes(name, "README.md").decode("utf-8")),
                 "verify": f"synqa verify {folder}",
                 "seconds": round(time.perf_counter() - started, 2),
                 **versions,
@@ -123,14 +127,14 @@ def build_handover_assets(
             "accepted split and reject log, totals, and a per-batch table with each batch's Merkle root and key id."
         ),
     )
-    def dataset_card(context: dg.AssetExecutionContext, handover: HandoverResource) -> dg.MaterializeResult:
-        base = handover.base()
-        written = write_rollup(base, recipe.card.pretty_name, recipe.card.license, recipe.card.summary or None)
+    def dataset_card(context: dg.AssetExecutionContext, handover: HandoverResource, store: StoreResource) -> dg.MaterializeResult:
+        folders = store.handover_folders(handover.base_path)
+        written = write_rollup(folders, recipe.card.pretty_name, recipe.card.license, recipe.card.summary or None)
         if written is None:
-            raise dg.Failure(f"no batch handover folders under {base}: materialize handover_pack first")
+            raise dg.Failure(f"no batch handover folders under {folders.uri()}: materialize handover_pack first")
         text, facts = written
         return dg.MaterializeResult(metadata={
-            "path": dg.MetadataValue.path(str(base / "README.md")),
+            "path": dg.MetadataValue.path(folders.uri("README.md")),
             "batches": len(facts),
             "accepted": sum(f.accepted for f in facts),
             "rejected": sum(f.rejected for f in facts),

@@ -9,7 +9,6 @@ everything downstream) when a batch's sample is complete or its deadline passes.
 
 
 import datetime as dt
-import shutil
 import time
 
 import dagster as dg
@@ -231,11 +230,10 @@ def _withdraw(batch: str, store: StoreResource, handover: HandoverResource, reci
     """Remove a held batch's earlier outputs (:func:`synqa_dagster.stages.held_tables`: it would ship, or feed later
     batches' dedup, unreviewed) and handover folder, and rewrite the roll-up without it."""
     removed = [a for a in held if store.store.delete(a, batch)]
-    folder = handover.base() / f"batch={batch}"
-    if folder.is_dir():
-        shutil.rmtree(folder)
-        removed.append(f"handover folder {folder}")
-        write_rollup(handover.base(), recipe.card.pretty_name, recipe.card.license, recipe.card.summary or None)
+    folders = store.handover_folders(handover.base_path)  # local or S3, as the handover assets write them
+    if folders.delete(f"batch={batch}"):
+        removed.append(f"handover folder {folders.uri(f'batch={batch}')}")
+        write_rollup(folders, recipe.card.pretty_name, recipe.card.license, recipe.card.summary or None)
     if removed:
         context.log.info(f"batch {batch} is held for review: withdrew {', '.join(removed)}")
 

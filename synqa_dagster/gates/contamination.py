@@ -725,6 +725,12 @@ class ContaminationGateConfig(BaseModel):
         use_embeddings: run the embedding-cosine check when candidate embeddings are passed.
         embedding_threshold: cosine at or above which a row is an ``embedding_match``.
         embedding_chunk_size: candidate rows per matrix product (bounds memory).
+        static_candidate_threshold: on the ``static_cascade`` embedding route (the candidates' vectors are static
+            model2vec vectors): *centred* static cosine (both sides minus the eval items' mean static vector) with an eval item at or above which the row is re-scored with MiniLM
+            against ``embedding_threshold`` (calibrated for MiniLM); rows below it are kept by the static route.
+            Recall-oriented: measured in ``docs/measurements/embedding-routes.md``.
+        static_top_k: per re-scored row, the nearest eval items (static cosine, at or above the candidate
+            threshold) that MiniLM compares it with.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -758,6 +764,11 @@ class ContaminationGateConfig(BaseModel):
         description="Cosine (all-MiniLM-L6-v2) at or above which a row matches an eval item; calibrated on GSM8K.",
     )
     embedding_chunk_size: int = Field(default=4096, ge=1, description="Candidate rows per similarity matmul.")
+    static_candidate_threshold: float = Field(
+        default=0.65, gt=0.0, le=1.0,
+        description="static_cascade route: centred static cosine at or above which MiniLM re-scores the row (recall-oriented).",
+    )
+    static_top_k: int = Field(default=5, ge=1, description="static_cascade route: nearest eval items re-scored per row.")
 
     @model_validator(mode="after")
     def _check(self) -> "ContaminationGateConfig":
@@ -1006,6 +1017,94 @@ class ContaminationGate(Gate):
             best[s : s + step] = sims[np.arange(len(a)), a]
         return best, arg
 
+    # ---------------------------------------------------------------------------------------- static cascade
+
+    @property
+    def static_threshold(self) -> float:
+        """Static cosine at or above which a row is re-scored with MiniLM (``static_cascade`` route)."""
+        return float(self.config.static_candidate_threshold)
+
+    @property
+    def static_top_k(self) -> int:
+        return int(self.config.static_top_k)
+
+    def rescorer_eval_embeddings(self, items: np.ndarray) -> np.ndarray:
+        """MiniLM vectors of the eval items at positions ``items`` (embedded on first need, then kept)."""
+        cache = self.__dict__.setdefault("_minilm_eval", {})
+        todo = [int(i) for i in dict.fromkeys(items.tolist()) if int(i) not in cache]
+        if todo:
+            texts = self.eval_items["text"].astype(str)
+            vec = self._embedder.rescorer.encode([texts.iat[i] for i in todo])
+            cache.update(zip(todo, vec))
+        if len(items) == 0:
+            return np.zeros((0, self._embedder.rescorer.dim), dtype=np.float32)
+        return np.stack([cache[int(i)] for i in items]).astype(np.float32)
+
+    def cascade_cosine(self, texts: Sequence[Any], emb: np.ndarray):
+        """The ``static_cascade`` route: candidate search on the static vectors at the recall-oriented
+        :attr:`static_threshold`, then MiniLM re-scores each candidate against its :attr:`static_top_k` nearest
+        eval items (static cosine at or above the candidate threshold).
+
+        Returns ``(cos, item, rescored, static_cos, metrics)``: ``cos`` is the MiniLM cosine for re-scored rows
+        (decided against the calibrated MiniLM threshold) and the static cosine for the others (kept by the
+        static route), ``item`` the item of the largest margin, ``rescored`` which rows MiniLM saw.
+        """
+        n = emb.shape[0]
+        static_thr, k = self.static_threshold, self.static_top_k
+        best = np.full(n, -np.inf, dtype=np.float32)
+        arg = np.full(n, -1, dtype=np.int64)
+        on = np.isfinite(self.item_thresholds)
+        cand_rows: list[int] = []
+        cand_items: list[np.ndarray] = []
+        if on.any() and n:
+            ev = self.eval_embeddings
+            if emb.shape[1] != ev.shape[1]:
+                raise ValueError(f"candidate embeddings have dim {emb.shape[1]}, eval item embeddings {ev.shape[1]}")
+            step = self.config.embedding_chunk_size
+            off = ~on
+            # centred cosine: the eval items' mean static vector is removed from both sides (a static vector is a
+            # mean of token vectors, so same-style text shares a large common component: raw static cosine puts
+            # 71% of GSM8K train questions at or above the lowest real-paraphrase positive, centred 5.7%)
+            mu = ev[on].mean(axis=0).astype(np.float32)
+            evc = ev - mu
+            evc /= np.maximum(np.linalg.norm(evc, axis=1, keepdims=True), 1e-12)
+            for s in range(0, n, step):
+                chunk = emb[s : s + step].astype(np.float32) - mu
+                chunk /= np.maximum(np.linalg.norm(chunk, axis=1, keepdims=True), 1e-12)
+                sims = chunk @ evc.T
+                sims[:, off] = -np.inf
+                a = sims.argmax(axis=1)
+                arg[s : s + step] = a
+                best[s : s + step] = sims[np.arange(len(a)), a]
+                for j in np.flatnonzero(best[s : s + step] >= static_thr):
+                    row = sims[j]
+                    above = np.flatnonzero(row >= static_thr)
+                    if len(above) > k:
+                        above = above[np.argsort(-row[above], kind="stable")[:k]]
+                    cand_rows.append(s + int(j))
+                    cand_items.append(above)
+        static_cos = best.copy()
+        cos = best.copy()
+        rescored = np.zeros(n, dtype=bool)
+        t0 = time.perf_counter()
+        if cand_rows:
+            rows_vec = self._embedder.rescorer.encode([str(texts[i]) for i in cand_rows])
+            for r, (i, items) in enumerate(zip(cand_rows, cand_items)):
+                ev_m = self.rescorer_eval_embeddings(items)
+                c = ev_m @ rows_vec[r]
+                margin = c - self.item_thresholds[items]
+                b = int(np.argmax(margin))
+                cos[i], arg[i], rescored[i] = float(c[b]), int(items[b]), True
+        metrics = {
+            "embedding_static_threshold": static_thr,
+            "embedding_rescore_top_k": k,
+            "embedding_candidates": len(cand_rows),
+            "embedding_candidate_rate": round(len(cand_rows) / n, 6) if n else 0.0,
+            "embedding_rescore_seconds": round(time.perf_counter() - t0, 4),
+            "embedding_minilm_eval_items": len(self.__dict__.get("_minilm_eval", {})),
+        }
+        return cos, arg, rescored, static_cos, metrics
+
     # ------------------------------------------------------------------------------------------------- evaluate
 
     def _text_reason(self, it: int, method: str, shared: int, line: int) -> str:
@@ -1075,23 +1174,39 @@ class ContaminationGate(Gate):
             if emb.ndim != 2 or emb.shape[0] != n:
                 raise ValueError(f"embeddings have shape {emb.shape}, expected ({n}, dim) aligned with rows")
             t1 = time.perf_counter()
-            cos, arg = self.max_cosine(emb)
             thr = cfg.embedding_threshold
+            rescorer = getattr(self._embedder, "rescorer", None)
+            route = "static_cascade" if getattr(self._embedder, "route", None) == "static_cascade" and rescorer is not None else "minilm"
+            if route == "static_cascade":
+                cos, arg, rescored, static_cos, cmetrics = self.cascade_cosine(texts, emb)
+                metrics.update(cmetrics)
+            else:
+                cos, arg = self.max_cosine(emb)
+                rescored = np.ones(n, dtype=bool)
+                static_cos = cos
             thr_row = np.where(arg >= 0, self.item_thresholds[np.maximum(arg, 0)], np.inf)
-            emask = cos >= thr_row
+            emask = rescored & (cos >= thr_row)
             ereasons: list[str | None] = [None] * n
             for i in np.flatnonzero(emask & result.keep):
-                ereasons[i] = f"embedding cosine {cos[i]:.2f} ≥ {thr_row[i]:.2f} with {self._labels[int(arg[i])]}"
+                if route == "static_cascade":
+                    how = (f"route static_cascade: static {static_cos[i]:.2f} ≥ {self.static_threshold:.2f}, "
+                           "MiniLM re-scored")
+                else:
+                    how = f"route {getattr(self._embedder, 'route', 'minilm')}"
+                ereasons[i] = f"embedding cosine {cos[i]:.2f} ≥ {thr_row[i]:.2f} ({how}) with {self._labels[int(arg[i])]}"
             n_emb = result.drop_where(emask, CATEGORY_EMBEDDING, ereasons, cos.astype(float))
             kept = result.keep & np.isfinite(cos)
             result.score[kept] = cos[kept].astype(float)
             metrics["embedding_check"] = "ran"
+            metrics["embedding_route"] = route
             metrics["embedding_threshold"] = thr
             overrides = {sp.name: (sp.embedding_threshold if sp.embedding else "off") for sp in cfg.eval_sets
                          if not sp.embedding or sp.embedding_threshold is not None}
             if overrides:
                 metrics["embedding_threshold_by_set"] = overrides
             metrics["embedding_model"] = getattr(self._embedder, "model_id", None)
+            if route == "static_cascade":
+                metrics["embedding_rescorer"] = getattr(rescorer, "model_id", None)
             metrics["embedding_seconds"] = round(time.perf_counter() - t1, 4)
             metrics["max_cosine_p99"] = float(np.quantile(cos, 0.99)) if n else None
         metrics["dropped_embedding_match"] = int(n_emb)

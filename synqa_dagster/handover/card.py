@@ -148,6 +148,10 @@ class ContaminationFacts(_Facts):
     embedding_check: str = "ran"
     embedding_threshold: float | None = None
     embedding_model: str | None = None
+    #: which embedding route ran (``static_cascade`` / ``minilm``) and its recall measured on planted and real
+    #: paraphrases (``docs/measurements/embedding-routes.md``), e.g. "paraphrased 44% (STS), edited 100% (GSM8K)"
+    embedding_route: str | None = None
+    embedding_route_recall: str | None = None
     gate_hits: int | None = None
     earlier_drops_checked: int | None = None
     earlier_drop_hits: int | None = None
@@ -811,6 +815,14 @@ def _section_contamination(f: CardFacts) -> list[str]:
            if c.embedding_check == "ran" else md_escape(c.embedding_check))
     out += [f"- **n-gram rule:** a row sharing ≥ {c.min_ngram_overlap} word {c.ngram_size}-gram(s) with an item is rejected",
             f"- **embedding rule:** {emb}"]
+    if c.embedding_route and c.embedding_check == "ran":
+        how = {"static_cascade": "static model2vec vectors (distilled from MiniLM) find candidates; MiniLM re-scores "
+                                 "them against the threshold above",
+               "minilm": "every row embedded with the model above"}.get(c.embedding_route, "")
+        line = f"- **embedding route:** {md_code(c.embedding_route)}" + (f" ({how})" if how else "")
+        if c.embedding_route_recall:
+            line += f"; measured recall: {md_escape(c.embedding_route_recall)}"
+        out.append(line)
     if c.earlier_drops_checked is not None:
         total = (c.gate_hits or 0) + (c.earlier_drop_hits or 0)
         by_gate = ", ".join(f"{md_escape(g)} {n}" for g, n in sorted(c.earlier_hits_by_gate.items())) or "none"

