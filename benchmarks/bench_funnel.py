@@ -159,8 +159,10 @@ class _Environment:
         return getattr(self.resource, name)
 
 
-def funnel(parquet: str) -> dict[str, Any]:
-    """Every stage after generation on the table at ``parquet``, timed one by one."""
+def funnel(parquet: str, executor: str = "config") -> dict[str, Any]:
+    """Every stage after generation on the table at ``parquet``, timed one by one; the gate stages run through
+    the row-stage engine (:func:`synqa_dagster.engine.run_stage`) on ``executor`` (``config`` = the gate
+    config's ``executor`` section, as a batch runs them; or ``inline`` / ``local``)."""
     import numpy as np
     import pandas as pd
 
@@ -172,10 +174,13 @@ def funnel(parquet: str) -> dict[str, Any]:
     from synqa_dagster.stages import EMBEDDINGS, PRIOR_INDEX, automatic_stages, embeddings_stage
     from synqa_dagster.stats.findings import batch_findings
 
+    from synqa_dagster.engine import run_stage
+
     timer = _Stages()
     candidates, _ = timer.run("load", 0, lambda: pd.read_parquet(parquet))
     timer.lines[-1]["rows"] = len(candidates)
     gates = gate_config()
+    executor_config = gates.executor if executor == "config" else gates.executor.model_copy(update={"kind": executor})
     env = _Environment(gates)
     needs = embeddings_stage()
     built: dict[str, Any] = {}
@@ -196,10 +201,12 @@ def funnel(parquet: str) -> dict[str, Any]:
         if EMBEDDINGS in s.inputs:
             kwargs[EMBEDDINGS] = vectors_for(current, embeddings)
 
-        def evaluate(rows=current, gate=built[s.name], kwargs=kwargs):
-            result = gate.evaluate(rows, **kwargs)
+        def evaluate(rows=current, name=s.name, kwargs=kwargs):
+            result = run_stage(name, rows, gates, executor_config, environment=env.resource, **kwargs)
             return decision_table(rows, result), result.metrics
         (table, metrics), line = timer.run(s.name, len(current), evaluate)
+        engine = metrics.get("engine", {})
+        line["executor"] = f"{engine.get('executor', '?')}" + (f" x{engine['tasks']}" if engine.get("tasks") else "")
         tables[s.name] = table
         current = survivors(table)
         line["kept"] = len(current)
@@ -239,7 +246,7 @@ def funnel(parquet: str) -> dict[str, Any]:
     line.update(accepted=accepted_n, pack_mb=round(size / 1e6, 1))
 
     total = sum(x["s"] for x in timer.lines)
-    return {"rows": len(candidates), "stages": timer.lines, "total_s": round(total, 2),
+    return {"rows": len(candidates), "stages": timer.lines, "total_s": round(total, 2), "executor": executor_config.kind,
             "peak_rss_mb": round(max(timer.overall_peak, _hwm_mb())), "accepted": accepted_n,
             "hwm_reset": timer.can_reset}
 
@@ -376,8 +383,8 @@ def minilm_side(parquet: str, n: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------- driver
 
 
-def _child(task: str, parquet: Path, n: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", task, "--parquet", str(parquet), "--n", str(n)]
+def _child(task: str, parquet: Path, n: int, executor: str = "config") -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", task, "--parquet", str(parquet), "--n", str(n), "--executor", executor]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:] or ["?"]
@@ -469,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--side-rows", type=int, default=100_000, help="MinHash side-by-side subsample (per size)")
     p.add_argument("--minilm-rows", type=int, default=5_000)
     p.add_argument("--no-side", action="store_true", help="skip the side-by-side lines")
+    p.add_argument("--executor", choices=["config", "inline", "local"], default="config",
+                   help="where the gate stages run (config = the gate config's executor section, as a batch)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -476,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker == "funnel":
-        print(json.dumps(funnel(args.parquet)))
+        print(json.dumps(funnel(args.parquet, args.executor)))
         return 0
     if args.worker == "minhash":
         print(json.dumps(minhash_side(args.parquet, args.n)))
@@ -494,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.rows:
         parquet = _table(workdir, n, args.data)
         print(f"## {n} rows (load average {_load()} before)\n")
-        res = _child("funnel", parquet, n)
+        res = _child("funnel", parquet, n, args.executor)
         if "error" in res:
             print(f"funnel failed: {res['error']}\n")
             continue
