@@ -439,7 +439,7 @@ def _print_funnel(n: int, res: dict[str, Any], side: dict[str, Any], minilm: dic
               f"it would also mean re-signing the cross-batch dedup index)")
     if minilm and "error" not in minilm:
         emb = next((x for x in res["stages"] if x["stage"] == "embeddings"), None)
-        extrapolated = n / minilm["rows_per_s"]
+        extrapolated = (emb["rows_in"] if emb else n) / minilm["rows_per_s"]
         print(f"\nMiniLM-only embedding route: {minilm['rows_per_s']} rows/s on {minilm['rows']} rows -> "
               f"{extrapolated:.0f} s ({extrapolated / 60:.1f} min) for the {emb['rows_in'] if emb else n} rows this "
               f"size embeds" + (f"; the configured route took {emb['s']} s" if emb else ""))

@@ -28,14 +28,7 @@ from synqa_dagster.gates.base import GateResult
 def shard_bounds(n: int, tasks: int) -> list[tuple[int, int]]:
     """``[lo, hi)`` row ranges of ``tasks`` shards of ``n`` rows, in row order (the first ``n % tasks`` shards
     hold one row more). At most ``n`` shards (at least one)."""
-    tasks = max(1, min(int(tasks), n)) if n else 1
-    base, extra = divmod(n, tasks)
-    out, lo = [], 0
-    for r in range(tasks):
-        hi = lo + base + (1 if r < extra else 0)
-        out.append((lo, hi))
-        lo = hi
-    return out
+    return chunk_bounds(n, max(1, min(int(tasks), n)) if n else 1)
 
 
 def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
