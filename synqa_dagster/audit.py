@@ -32,7 +32,9 @@ Written into ``--out`` (each file atomically): ``rejected.jsonl`` (the reject lo
 names), ``accepted.jsonl``, ``README.md`` (the dataset card, marked as an AUDIT), ``funnel.png``, ``funnel.md``,
 ``audit.json`` (the machine-readable summary: verdict per check with severity, per-slice tables, census,
 canaries, measured gate quality, drift findings) and ``gates.yaml`` (the gate config that ran). Bad input raises
-:class:`AuditInputError` naming the file, the line (or row) and the field.
+:class:`AuditInputError` (an :class:`~synqa_dagster.errors.InputError`) naming the file, the line (or row) and the
+field: a file that is not UTF-8 (line and byte offset), a CSV record (the physical line it starts on: quoted cells
+may span lines), an empty or whitespace-only text or id; the command prints it and exits 2, without a traceback.
 
 Memory: gates run on chunks of ``chunk_rows`` rows (dedup on the whole table, which it needs) and embeddings are
 computed chunk by chunk; drift uses a seeded sample (``drift_sample`` rows per side). Measured figures for
@@ -61,6 +63,7 @@ from synqa_dagster.funnel import funnel_table
 from synqa_dagster.gates.base import Gate, GateResult, decision_table, rejects, survivors
 from synqa_dagster.common import atomic_write, file_sha256, jsonable
 from synqa_dagster.embedding import vectors_for
+from synqa_dagster.errors import InputError, describe_validation_error
 from synqa_dagster.gates.eval_sets import EvalSetError, EvalSetSpec
 from synqa_dagster.canaries import summarize as summarize_canaries
 from synqa_dagster.stages import (
@@ -74,7 +77,7 @@ DEFAULT_EMBED_CHUNK = 1_024
 DEFAULT_DRIFT_SAMPLE = 5_000
 
 
-class AuditInputError(ValueError):
+class AuditInputError(InputError):
     """The dataset, reference or an eval-set file is unusable; the message names the file, line/row and field."""
 
 
@@ -173,7 +176,7 @@ def text_values(frame: pd.DataFrame, column: str, path: Path, allow_empty: bool 
         if not isinstance(value, str):
             raise AuditInputError(f"{_where(path, line)}: field {column!r} must be a string, got {type(value).__name__}")
         if not allow_empty and not value.strip():
-            raise AuditInputError(f"{_where(path, line)}: field {column!r} is empty")
+            raise AuditInputError(f"{_where(path, line)}: field {column!r} is empty or whitespace-only")
         out.append(value)
     return out
 
@@ -217,7 +220,7 @@ def candidate_rows(frame: pd.DataFrame, columns: ColumnMap, path: Path, batch: s
         first: dict[str, Any] = {}
         for rid, line in zip(ids, lines):  # type: ignore[arg-type]
             if rid is None or not rid.strip():
-                raise AuditInputError(f"{_where(path, line)}: field {columns.id_column!r} is empty")
+                raise AuditInputError(f"{_where(path, line)}: field {columns.id_column!r} is empty or whitespace-only")
             if rid in first:
                 raise AuditInputError(f"{_where(path, line)}: field {columns.id_column!r}: duplicate id {rid!r} (first at line {first[rid]})")
             first[rid] = line
@@ -1079,8 +1082,11 @@ def run(args: argparse.Namespace) -> int:
             drift_sample=args.drift_sample, license=args.license, embeddings=False if args.no_embeddings else None,
             profile=args.profile, severities=parse_severities(args.severity),
         )
-    except (AuditInputError, ConfigError, EvalSetError, ValidationError) as exc:
+    except InputError as exc:  # AuditInputError, ConfigError, EvalSetError, SeedCorpusError...: file, line, field
         print(f"synqa audit: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # the options (ColumnMap)
+        print(f"synqa audit: error: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
     print(result.funnel_markdown)
     print(f"drift: {result.drift['summary'] if result.drift else result.drift_note}")

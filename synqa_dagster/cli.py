@@ -53,11 +53,28 @@ def _context(args: argparse.Namespace):
 
 
 def run_batch(job, instance, batch: str):
-    """Materialize every asset of ``job`` for ``batch`` in this process; returns (result, seconds)."""
+    """Materialize every asset of ``job`` for ``batch`` in this process; returns (result, seconds).
+
+    The run is a transaction (:mod:`synqa_dagster.runs`): it publishes its outputs only if no step failed. One
+    run per batch: raises :class:`~synqa_dagster.transaction.BatchBusy` (before anything starts) when another run
+    holds the batch; this process holds the batch lock for the whole run.
+    """
+    from synqa_dagster import runs
+    from synqa_dagster.transaction import BatchBusy, BatchLock
+
+    reason = runs.batch_busy_reason(instance, batch)
+    if reason is not None:
+        raise BatchBusy(f"{reason}; not starting another run. Wait for it to finish, or stop it.")
     started = time.perf_counter()
     run_config = {"loggers": {"console": {"config": {"log_level": os.environ.get("SYNQA_LOG_LEVEL", "INFO")}}}}
-    result = job.execute_in_process(partition_key=batch, instance=instance, raise_on_error=False, run_config=run_config)
+    with BatchLock(runs.locks_dir(), batch).held(f"synqa {' '.join(sys.argv[1:3]) or 'run'}"):
+        result = job.execute_in_process(partition_key=batch, instance=instance, raise_on_error=False, run_config=run_config)
     return result, time.perf_counter() - started
+
+
+def _refused(exc: Exception) -> int:
+    print(f"synqa: {exc}", file=sys.stderr)
+    return 2
 
 
 def _batch_range(partitions) -> str:
@@ -76,10 +93,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
     print(f"synqa demo: recipe {recipe.name} v{recipe.version} (hash {recipe.content_hash()}), batch {batch}")
     print(f"            instance {os.environ['DAGSTER_HOME']}; generator {recipe.generator.backend}/{recipe.generator.model}")
-    result, seconds = run_batch(job, instance, batch)
-    print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations()))
+    from synqa_dagster.transaction import BatchBusy
+
+    try:
+        result, seconds = run_batch(job, instance, batch)
+    except BatchBusy as exc:
+        return _refused(exc)
+    print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations(),
+                        failed_run=None if result.success else result.run_id))
     if not result.success:
-        print("\nthe batch run FAILED; see the log above or the run in the Dagster UI (make ui)", file=sys.stderr)
+        print("\nthe batch run FAILED and was rolled back; see the log above or the run in the Dagster UI (make ui)",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -113,6 +137,7 @@ def cmd_stale(args: argparse.Namespace) -> int:
 
 def cmd_backfill_stale(args: argparse.Namespace) -> int:
     from synqa_dagster.batches import stale_batches
+    from synqa_dagster.transaction import BatchBusy
 
     _, job, recipe, instance = _context(args)
     stale = stale_batches(instance, recipe.content_hash())
@@ -127,8 +152,13 @@ def cmd_backfill_stale(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"would rebuild {v.batch} (recipe {v.recipe_hash} -> {recipe.content_hash()})")
             continue
-        result, seconds = run_batch(job, instance, v.batch)
-        print(f"rebuilt {v.batch}: {'ok' if result.success else 'FAILED'} in {seconds:.0f} s")
+        try:
+            result, seconds = run_batch(job, instance, v.batch)
+        except BatchBusy as exc:
+            _refused(exc)
+            failed += 1
+            continue
+        print(f"rebuilt {v.batch}: {'ok' if result.success else 'FAILED (rolled back)'} in {seconds:.0f} s")
         failed += not result.success
     return 1 if failed else 0
 
@@ -145,9 +175,16 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return 2
     selected = keys[keys.index(args.start): keys.index(end) + 1]
     failed = 0
+    from synqa_dagster.transaction import BatchBusy
+
     for batch in selected:  # oldest first: the dedup index of batch k only holds batches before k
-        result, seconds = run_batch(job, instance, batch)
-        print(f"{batch}: {'ok' if result.success else 'FAILED'} in {seconds:.0f} s")
+        try:
+            result, seconds = run_batch(job, instance, batch)
+        except BatchBusy as exc:
+            _refused(exc)
+            failed += 1
+            continue
+        print(f"{batch}: {'ok' if result.success else 'FAILED (rolled back)'} in {seconds:.0f} s")
         failed += not result.success
     return 1 if failed else 0
 
@@ -164,8 +201,14 @@ def cmd_apply_review(args: argparse.Namespace) -> int:
     if batch is None or not job.partitions_def.has_partition_key(batch):
         print(f"unknown batch {batch!r}: batches are {_batch_range(job.partitions_def)}", file=sys.stderr)
         return 2
-    result, seconds = run_batch(review_job, instance, batch)
-    print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations()))
+    from synqa_dagster.transaction import BatchBusy
+
+    try:
+        result, seconds = run_batch(review_job, instance, batch)
+    except BatchBusy as exc:
+        return _refused(exc)
+    print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations(),
+                        failed_run=None if result.success else result.run_id))
     human = [dg.AssetKey(s.asset) for s in STAGES if not s.automatic]
     if result.success and not any(e.asset_key in human for e in result.get_asset_materialization_events()):
         print(f"\nbatch {batch} is HELD: its review sample is not complete and its deadline has not passed "
@@ -261,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, attr, str(Path(value).expanduser().resolve()))
             os.environ[env] = getattr(args, attr)
     func = getattr(args, "func", None) or {"audit": audit_cli.run, "review": review_cli.run}[args.command]
-    return int(func(args) or 0)
+    from synqa_dagster.errors import cli_errors  # bad input files: "synqa: error: FILE: line N: ...", exit 2
+
+    return int(cli_errors(func)(args) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

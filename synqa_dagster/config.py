@@ -7,6 +7,11 @@
 
 Both are strict (unknown keys are errors) and hash canonically (sorted-key JSON of the validated model), so
 formatting or comment changes in the YAML do not change a hash, but any value change does.
+
+A bad file raises :class:`ConfigError` (an :class:`~synqa_dagster.errors.InputError`) whose message names the file,
+the line and the field (``gates.yaml: line 12: field dedup.threshold: Input should be less than or equal to 1 (got
+1.7)``): not UTF-8, not YAML, an unknown key, a value of the wrong type or range, an empty or whitespace-only
+required string.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from synqa_dagster.canaries import CanaryConfig
 from synqa_dagster.embedding import EmbeddingConfig
+from synqa_dagster.errors import InputError, non_blank, read_text_strict, validation_error, yaml_error
 from synqa_dagster.gates.contamination import ContaminationGateConfig
 from synqa_dagster.gates.dedup import DedupGateConfig
 from synqa_dagster.gates.quality import QualityGateConfig
@@ -31,8 +37,12 @@ from synqa_dagster.review.sampling import ReviewSamplingConfig
 from synqa_dagster.stats.config import DriftConfig
 
 
-class ConfigError(ValueError):
-    """A recipe or gate-config file is missing or invalid; the message names the file and the field."""
+class ConfigError(InputError):
+    """A recipe or gate-config file is missing or invalid; the message names the file, the line and the field."""
+
+
+#: A string that must hold something: empty and whitespace-only values are rejected.
+NonBlankStr = Annotated[str, AfterValidator(non_blank)]
 
 
 class StrictModel(BaseModel):
@@ -47,9 +57,9 @@ class StrictModel(BaseModel):
 class SeedCorpusSpec(StrictModel):
     """Where the seeds come from and which taxonomy version their labels belong to."""
 
-    path: str = Field(description="Seed rows: JSONL, CSV or Parquet with seed_id, label, text, locale[, reference_answer].")
-    taxonomy_dir: str = Field(description="Folder holding <version>.yaml taxonomy files.")
-    taxonomy_version: str = Field(description="Taxonomy version the seed labels are written in, e.g. 'v1'.")
+    path: NonBlankStr = Field(description="Seed rows: JSONL, CSV or Parquet with seed_id, label, text, locale[, reference_answer].")
+    taxonomy_dir: NonBlankStr = Field(description="Folder holding <version>.yaml taxonomy files.")
+    taxonomy_version: NonBlankStr = Field(description="Taxonomy version the seed labels are written in, e.g. 'v1'.")
     seeds_per_batch: int = Field(12, ge=1, description="Seeds drawn (deterministically per batch) for each batch.")
     min_text_chars: int = Field(8, ge=1)
     max_text_chars: int = Field(1000, ge=1)
@@ -59,8 +69,8 @@ class BatchSpec(StrictModel):
     """Batch cadence: one time-window partition per batch."""
 
     cadence: Literal["hourly", "daily", "weekly"] = "daily"
-    start: str = Field("2026-11-01", description="First batch (YYYY-MM-DD or YYYY-MM-DD-HH:MM for hourly).")
-    timezone: str = "UTC"
+    start: NonBlankStr = Field("2026-11-01", description="First batch (YYYY-MM-DD or YYYY-MM-DD-HH:MM for hourly).")
+    timezone: NonBlankStr = "UTC"
     schedule_offset_minutes: int = Field(30, ge=0, le=59, description="Run the schedule this many minutes after a window closes.")
 
 
@@ -82,11 +92,11 @@ class GeneratorSpec(StrictModel):
     """
 
     backend: Literal["llamacpp", "openai", "vllm"] = "llamacpp"
-    model: str = "SmolLM2-135M-Instruct.Q4_1"
-    model_path: str | None = None
-    tokenizer_path: str | None = Field(None, description="Local tokenizer folder (Magpie); built from the GGUF if null.")
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    model: NonBlankStr = "SmolLM2-135M-Instruct.Q4_1"
+    model_path: NonBlankStr | None = None
+    tokenizer_path: NonBlankStr | None = Field(None, description="Local tokenizer folder (Magpie); built from the GGUF if null.")
+    base_url: NonBlankStr | None = None
+    api_key_env: NonBlankStr = "OPENAI_API_KEY"
     n_ctx: int = Field(2048, ge=256)
     n_threads: int = Field(1, ge=1, description="llama.cpp threads; 1 is fastest on 2 busy cores.")
     seed: int = Field(20261121, description="Random seed; combined with batch and prompt so rows are reproducible.")
@@ -111,7 +121,7 @@ class PromptTemplate(StrictModel):
     """
 
     id: str = Field(pattern=r"^[a-z0-9_.\-]+$")
-    text: str
+    text: NonBlankStr
 
 
 #: The recipe's ``techniques:`` section, built from the technique registry: one field per section (``self_instruct``,
@@ -135,8 +145,8 @@ Techniques = techniques_model(
 class CardSpec(StrictModel):
     """How the dataset presents itself on its card (the Hugging Face front matter of the handover README)."""
 
-    pretty_name: str = "synqa synthetic dataset"
-    license: str = "apache-2.0"
+    pretty_name: NonBlankStr = "synqa synthetic dataset"
+    license: NonBlankStr = "apache-2.0"
     task_categories: list[str] = Field(default_factory=lambda: ["text-generation"])
     summary: str = ""
 
@@ -153,15 +163,15 @@ class Recipe(StrictModel):
         card: name, licence and summary printed on the dataset card.
     """
 
-    name: str
-    version: str
+    name: NonBlankStr
+    version: NonBlankStr
     description: str = ""
     seed_corpus: SeedCorpusSpec
     batches: BatchSpec = BatchSpec()
     generator: GeneratorSpec = GeneratorSpec()
     techniques: Techniques = Techniques()
     prompt_templates: list[PromptTemplate]
-    response_template_id: str = "response.system.v1"
+    response_template_id: NonBlankStr = "response.system.v1"
     expansion_factor: int = Field(1, ge=1, le=8)
     card: CardSpec = CardSpec()
 
@@ -205,24 +215,20 @@ def canonical_hash(payload: Any, length: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+def _read_yaml(path: Path, what: str) -> tuple[dict[str, Any], str]:
+    """The top-level mapping of the YAML file at ``path`` and its text; any problem is a :class:`ConfigError` naming
+    the file and the line (not UTF-8, not YAML, not a mapping)."""
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
+    text = read_text_strict(path, error=ConfigError)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise yaml_error(path, exc, error=ConfigError) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-def _format_validation_error(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: {exc.error_count()} invalid field(s)"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        lines.append(f"  field {loc}: {err['msg']}")
-    return "\n".join(lines)
+        raise ConfigError(f"expected a mapping of {what} settings at the top level, got "
+                          f"{'nothing' if data is None else type(data).__name__}", path=path, line=1)
+    return data, text
 
 
 def load_recipe(path: str | Path | None = None) -> Recipe:
@@ -249,7 +255,7 @@ class ReviewConfig(StrictModel):
     sampling: ReviewSamplingConfig = Field(default_factory=ReviewSamplingConfig)
     block_until_complete: bool = False
     deadline_hours: float | None = Field(72.0, gt=0)
-    app_url: str = "http://127.0.0.1:8765"
+    app_url: NonBlankStr = "http://127.0.0.1:8765"
 
 
 class ExecutorConfig(StrictModel):
@@ -272,9 +278,9 @@ class ExecutorConfig(StrictModel):
     kind: Literal["inline", "local", "ray"] = "local"
     tasks: int | None = Field(None, ge=1, description="Shards (datatrove tasks); null = CPU count.")
     workers: int | None = Field(None, ge=1, description="Tasks at once; null = tasks (capped at CPU count locally).")
-    address: str | None = Field(None, description="Ray cluster address (ray only).")
+    address: NonBlankStr | None = Field(None, description="Ray cluster address (ray only).")
     shard_rows_min: int = Field(20_000, ge=0, description="Smaller batches run inline, in process.")
-    run_dir: str | None = Field(None, description="Folder / fsspec URL for shard results; null = a temp folder.")
+    run_dir: NonBlankStr | None = Field(None, description="Folder / fsspec URL for shard results; null = a temp folder.")
     cpus_per_task: int = Field(1, ge=1, description="Ray CPUs per task.")
     mem_per_cpu_gb: float = Field(1.0, gt=0, description="Ray memory per CPU (GB).")
 
@@ -301,13 +307,13 @@ class GateConfig(StrictModel):
         executor: where the row stages run (:class:`ExecutorConfig`); not part of the hash.
     """
 
-    version: str = "1"
+    version: NonBlankStr = "1"
     quality: QualityGateConfig = Field(default_factory=QualityGateConfig)
     dedup: DedupGateConfig = Field(default_factory=DedupGateConfig)
     toxicity: ToxicityGateConfig = Field(default_factory=ToxicityGateConfig)
     contamination: ContaminationGateConfig = Field(default_factory=ContaminationGateConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
-    embedding_model_path: str | None = None
+    embedding_model_path: NonBlankStr | None = None
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     canaries: CanaryConfig = Field(default_factory=CanaryConfig)
@@ -331,10 +337,10 @@ def _load_model(model: type, path: str | Path | None, env_var: str, default: Pat
     import os
 
     path = Path(path or os.environ.get(env_var) or default)
-    data = _read_yaml(path, what)
+    data, text = _read_yaml(path, what)
     try:
         config = model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(path, exc)) from exc
+    except ValidationError as exc:  # each error with the YAML line of its field
+        raise validation_error(exc, path, text, model, error=ConfigError) from None
     config.source_path = str(path.resolve())
     return config

@@ -31,6 +31,7 @@ from synqa_dagster.resources import (
     EmbedderResource, HandoverResource, ParquetIOManager, ReviewStoreResource, ScorerResource, StoreResource,
 )
 from synqa_dagster.resources.storage import s3_resource_from_env
+from synqa_dagster.runs import build_run_recovery_sensor
 from synqa_dagster.sensors import build_review_decisions_sensor, build_stale_batches_sensor
 from synqa_dagster.stages import STAGES, GateStage, validate_stages
 
@@ -94,6 +95,7 @@ def build_definitions(
     # credentials as EnvVars) into the IO manager and the store; a local base needs no S3 at all.
     on_s3 = base.startswith("s3://") or (handover_base or default_handover_location(base)).startswith("s3://")
     s3 = s3_resource_from_env() if on_s3 else None
+    store = StoreResource(base_path=base, s3=s3, handover_base=handover_base or "")
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
@@ -102,10 +104,11 @@ def build_definitions(
         sensors=[
             build_stale_batches_sensor(BATCH_JOB, recipe.content_hash(), partitions),
             build_review_decisions_sensor(REVIEW_JOB, partitions),
+            build_run_recovery_sensor(lambda: [store.store, store.published_folders()]),
         ],
         resources={
             "parquet_io_manager": ParquetIOManager(base_path=base, s3=s3),
-            "store": StoreResource(base_path=base, s3=s3),
+            "store": store,
             "embedder": EmbedderResource.from_gate_config(gates),  # the gate config's embedding route
             "scorers": ScorerResource(),
             "review_store": ReviewStoreResource(url=review_store_url or ""),

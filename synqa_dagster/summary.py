@@ -17,13 +17,26 @@ def _store(defs: dg.Definitions) -> TableStore:
     return defs.resources["store"].store
 
 
-def batch_summary(defs: dg.Definitions, batch: str, seconds: float, checks: list | None = None) -> str:
-    """Summary of ``batch`` from what the run stored (works for partial runs: missing stages are named).
+def batch_summary(defs: dg.Definitions, batch: str, seconds: float, checks: list | None = None,
+                  failed_run: str | None = None) -> str:
+    """Summary of ``batch`` from what is published (works for partial runs: missing stages are named).
 
     ``checks``: the run's ``AssetCheckEvaluation`` events, shown with their verdicts and failing probes.
+    ``failed_run``: the id of a run that failed — it was rolled back, so the summary says so and describes the
+    batch's last committed outputs (if any) as such, never as that run's.
     """
     store = _store(defs)
-    out = [f"\nbatch {batch} finished in {seconds:.0f} s", f"outputs under {store.base}:"]
+    if failed_run is not None:
+        out = [f"\nbatch {batch}: run {failed_run} FAILED after {seconds:.0f} s and was rolled back — nothing it "
+               "wrote was published"]
+        if not store.exists(CANDIDATES, batch):
+            out.append("the batch has no committed outputs")
+            return "\n".join(out)
+        source = _latest_run(defs, CANDIDATES, batch)
+        out.append(f"the batch still holds the outputs of its last committed run{f' ({source})' if source else ''}:")
+        checks = None  # the failed run's checks judged outputs that were thrown away
+    else:
+        out = [f"\nbatch {batch} finished in {seconds:.0f} s", f"outputs under {store.base}:"]
     for asset in (SEED_CORPUS, CANDIDATES, *batch_tables()):
         out.append(f"  {asset:<22} {store.uri(asset, batch) if store.exists(asset, batch) else '(not materialized)'}")
     if not store.exists("generated_candidates", batch):
@@ -109,9 +122,17 @@ def _short(text: object, width: int) -> str:
 
 
 def _latest_metadata(defs: dg.Definitions, asset: str, batch: str) -> dict:
-    instance = dg.DagsterInstance.get()
-    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[batch]), limit=1)
-    if not result.records:
-        return {}
-    meta = result.records[0].asset_materialization.metadata
+    """The metadata of the materialization whose output is published (the newest by a committed run)."""
+    from synqa_dagster.batches import latest_committed_record
+
+    record = latest_committed_record(dg.DagsterInstance.get(), asset, batch)
+    meta = record.asset_materialization.metadata if record is not None else {}
     return {k: getattr(v, "value", v) for k, v in meta.items()}
+
+
+def _latest_run(defs: dg.Definitions, asset: str, batch: str) -> str | None:
+    """The id of the committed run whose ``asset`` output for ``batch`` is published."""
+    from synqa_dagster.batches import latest_committed_record
+
+    record = latest_committed_record(dg.DagsterInstance.get(), asset, batch)
+    return record.run_id if record is not None else None

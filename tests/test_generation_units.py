@@ -87,6 +87,7 @@ def test_a_stalled_generation_child_fails_the_run_instead_of_hanging(monkeypatch
     seeds = select_seeds(_seeds(), "2026-11-02", 1, salt=1)
     with pytest.raises(GenerationFailed, match=r"timed out after 1 s"):
         run_in_subprocess(load_recipe(), seeds, "2026-11-02", "2026-11-02T00:00:00+00:00", tmp_path, log=lambda _: None)
+    assert list((tmp_path / "runs").iterdir()) == []  # a failed call's cache folder is removed too
 
 
 def test_templates_keep_literal_braces():

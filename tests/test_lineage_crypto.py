@@ -493,6 +493,31 @@ def test_hmac_secret_and_ids(tmp_path):
         load_or_create_secret(bad)
 
 
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+def test_keys_and_secrets_are_exactly_0600_in_0700_folders_whatever_the_umask(tmp_path, no_env_key, umask):
+    previous = os.umask(umask)  # 0o000 and 0o022 would widen a plain open(); 0o277 would narrow it to 0400
+    try:
+        secret_path = tmp_path / "secrets" / "review_session.key"
+        key_path = tmp_path / "keys" / "signing_ed25519.pem"
+        load_or_create_secret(secret_path)
+        load_signing_key(None, default_path=key_path)
+    finally:
+        os.umask(previous)
+    for path in (secret_path, key_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path.name, oct(path.stat().st_mode))
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert len(load_or_create_secret(secret_path)) == 32  # and both read back
+    assert load_signing_key(None, default_path=key_path).key_id.startswith("ed25519:")
+
+
+def test_a_secret_that_is_not_a_regular_file_is_refused(tmp_path):
+    folder = tmp_path / "secret-dir"
+    folder.mkdir(mode=0o700)
+    os.chmod(folder, 0o700)
+    with pytest.raises(SigningKeyError, match="not a regular file"):
+        load_or_create_secret(folder)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # DSSE / in-toto
 # --------------------------------------------------------------------------------------------------------------

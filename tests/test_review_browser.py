@@ -174,3 +174,48 @@ def test_reviewer_rejects_a_hostile_row_with_keyboard_shortcuts(tmp_path: Path):
     accepted = decisions.loc[jailbreak_id]
     assert accepted["verdict"] == "accept" and accepted["reason_category"] is None
     assert accepted["reviewer_hmac"] == reviewer_hash("alice")
+
+
+def on_sign_in_page(driver) -> bool:
+    """Wait condition: the sign-in page is on screen and loaded (token field present, nobody signed in)."""
+    return driver.execute_script(
+        "return document.readyState === 'complete' && !!document.getElementById('token') "
+        "&& !document.getElementById('reviewer');")
+
+
+@pytest.mark.browser
+def test_sign_out_ends_the_session_and_a_replayed_cookie_is_refused(tmp_path: Path):
+    from synqa_dagster.review.webapp import COOKIE_NAME
+
+    store = ReviewStore.from_url(f"sqlite:///{tmp_path / 'review.db'}")
+    store.push_sample(BATCH, "v1", *make_sample())
+    token = store.add_reviewer("alice")
+
+    with start_review_server(store, reviewer_hash) as base_url, chromium_driver() as driver:
+        sign_in(driver, base_url, token)
+        driver.get(f"{base_url}/batch/{BATCH}")
+        wait_for(driver, lambda d: page_loaded(d) and current_row_id(d) is not None, "the batch page did not load")
+        copied = driver.get_cookie(COOKIE_NAME)
+        assert copied and copied["httpOnly"] and copied.get("sameSite") == "Strict"
+        assert driver.execute_script("return document.cookie") == ""  # HttpOnly: page scripts cannot read it
+
+        page = mark_page(driver)
+        driver.find_element(By.ID, "signout").click()
+        wait_for(driver, left_page(page), "signing out did not load a new page")
+        wait_for(driver, on_sign_in_page, "signing out did not lead to the sign-in page")
+        assert driver.current_url == f"{base_url}/"
+        assert (driver.get_cookie(COOKIE_NAME) or {}).get("value") != copied["value"]
+
+        # the copied cookie, put back into the browser, no longer opens the review page
+        driver.delete_all_cookies()
+        driver.add_cookie({"name": COOKIE_NAME, "value": copied["value"], "path": "/", "httpOnly": True})
+        driver.get(f"{base_url}/batch/{BATCH}")
+        wait_for(driver, on_sign_in_page, "the replayed cookie was not sent to the sign-in page")
+        assert driver.current_url == f"{base_url}/"
+        assert driver.find_elements(By.ID, "row") == []
+
+        sign_in(driver, base_url, token)  # signing in again works
+        driver.get(f"{base_url}/batch/{BATCH}")
+        wait_for(driver, lambda d: page_loaded(d) and current_row_id(d) is not None, "the batch page did not load")
+        assert page_errors(driver) == []
+    assert store.progress(BATCH).decided == 0

@@ -457,3 +457,107 @@ def test_review_cli_round_trip(tmp_path: Path, monkeypatch, capsys):
     assert main(["review", "progress", "1999-01-01"]) == 2
     with sqlite3.connect(url.removeprefix("sqlite://")) as conn:  # the raw id never reaches the decisions
         assert not [r for r in conn.execute("SELECT * FROM review_decisions") if "alice" in map(str, r)]
+
+
+# ------------------------------------------------------------------------------------- sessions and file modes
+def test_sessions_are_revocable_and_end_with_the_reviewers_token(store: ReviewStore):
+    token = store.add_reviewer("alice")
+    assert store.open_session("not-the-token", 3600) is None
+    assert store.open_session("", 3600) is None
+    with pytest.raises(ValueError, match="max_age"):
+        store.open_session(token, 0)
+    reviewer, first = store.open_session(token, 3600)
+    _, second = store.open_session(token, 3600)
+    assert reviewer == "alice" and first != second and len(first) >= 43
+    assert store.session_reviewer(first) == store.session_reviewer(second) == "alice"
+    for bogus in ("", "x" * 500, first[:-1], None):
+        assert store.session_reviewer(bogus) is None
+    assert store.revoke_session(first) is True  # sign-out
+    assert store.revoke_session(first) is False  # already revoked
+    assert store.session_reviewer(first) is None and store.session_reviewer(second) == "alice"
+
+    new_token = store.add_reviewer("alice")  # re-issuing the token revokes every session of alice's
+    assert store.session_reviewer(second) is None
+    _, third = store.open_session(new_token, 3600)
+    bob_token = store.add_reviewer("bob")
+    _, bobs = store.open_session(bob_token, 3600)
+    assert store.revoke_sessions("alice") == 1
+    assert store.session_reviewer(third) is None and store.session_reviewer(bobs) == "bob"
+    assert store.remove_reviewer("bob") is True
+    assert store.session_reviewer(bobs) is None and store.open_session(bob_token, 3600) is None
+
+
+def test_sessions_expire_in_the_store_and_expired_rows_are_pruned(store: ReviewStore, monkeypatch):
+    import time
+
+    token = store.add_reviewer("alice")
+    start = time.time()
+    _, short = store.open_session(token, 60)
+    _, long = store.open_session(token, 600)
+    monkeypatch.setattr("synqa_dagster.review.store.time.time", lambda: start + 61)
+    assert store.session_reviewer(short) is None and store.session_reviewer(long) == "alice"
+    store.open_session(token, 600)  # deletes the expired row on the way
+    with store._transaction(write=False) as tx:
+        assert tx.execute("SELECT COUNT(*) FROM review_sessions").fetchone()[0] == 2
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_database_and_secret_files_are_owner_only_under_a_permissive_umask(tmp_path: Path, monkeypatch, umask):
+    import os
+
+    from synqa_dagster.lineage.keys import load_or_create_secret
+    from synqa_dagster.review.identity import default_key_paths, reviewer_hasher
+
+    monkeypatch.setenv("SYNQA_HOME", str(tmp_path / "home"))
+    db = tmp_path / "home" / "review" / "review.db"
+    previous = os.umask(umask)
+    try:
+        store = ReviewStore.from_url(f"sqlite:///{db}")
+        with sqlite3.connect(db) as reader:  # an open connection keeps the -wal and -shm files in place
+            reader.execute("SELECT COUNT(*) FROM review_items").fetchone()
+            store.push_sample(BATCH, "v1", *make_sample())
+            token = store.add_reviewer("alice")
+            store.open_session(token, 3600)
+            side_files = [db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal")]
+            assert db.with_name("review.db-wal").exists() and db.with_name("review.db-shm").exists()
+            for path in [db, *(p for p in side_files if p.exists())]:
+                assert _mode(path) == 0o600, (path.name, oct(_mode(path)))
+        assert _mode(db.parent) == 0o700
+        hmac_key, session_key = default_key_paths()
+        reviewer_hasher()("alice")  # creates the reviewer-id HMAC secret, as the CLI and the app do
+        load_or_create_secret(session_key)  # the session-cookie secret, as `synqa review serve` does
+        for path in (hmac_key, session_key):
+            assert _mode(path) == 0o600, (path.name, oct(_mode(path)))
+        assert _mode(hmac_key.parent) == 0o700
+    finally:
+        os.umask(previous)
+
+
+def test_an_existing_world_readable_database_of_the_old_schema_is_tightened(tmp_path: Path):
+    import os
+
+    db = tmp_path / "review.db"
+    store = ReviewStore.from_url(f"sqlite:///{db}")
+    store.push_sample(BATCH, "v1", *make_sample())
+    token = store.add_reviewer("alice")
+    with sqlite3.connect(db) as conn:  # back to the schema before server-side sessions
+        conn.execute("DROP TABLE review_sessions")
+    reader = sqlite3.connect(db)  # keeps -wal / -shm in place while the store is reopened
+    try:
+        reader.execute("SELECT COUNT(*) FROM reviewers").fetchone()
+        loose = [p for p in (db, db.with_name("review.db-wal"), db.with_name("review.db-shm")) if p.exists()]
+        assert len(loose) == 3
+        for path in loose:
+            os.chmod(path, 0o644)
+        reopened = ReviewStore.from_url(f"sqlite:///{db}")
+        for path in loose:
+            assert _mode(path) == 0o600, (path.name, oct(_mode(path)))
+    finally:
+        reader.close()
+    assert reopened.progress(BATCH).total == 5  # the old data is all there
+    reviewer, session = reopened.open_session(token, 3600)  # and the new table was added
+    assert reviewer == "alice" and reopened.session_reviewer(session) == "alice"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import sqlite3
@@ -220,3 +221,104 @@ def test_reissuing_a_token_ends_existing_sessions_and_sessions_expire_from_sign_
         assert client.get(f"/batch/{BATCH}", follow_redirects=False).status_code == 200
     monkeypatch.setattr("synqa_dagster.review.webapp.time.time", lambda: start + 120)
     assert client.get(f"/batch/{BATCH}", follow_redirects=False).status_code == 303
+
+
+# ------------------------------------------------------------------------------------------- server-side sessions
+def cookie_data(value: str) -> dict:
+    """The JSON payload of a session cookie value (unverified; for looking inside only)."""
+    import base64
+    import json
+
+    payload = value.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def signed_in(client: TestClient) -> bool:
+    """Whether ``client``'s cookie opens the review page (200) rather than bouncing to sign-in (303 to /)."""
+    response = client.get(f"/batch/{BATCH}", follow_redirects=False)
+    assert response.status_code in (200, 303), response.status_code
+    if response.status_code == 303:
+        assert response.headers["location"] == "/"
+    return response.status_code == 200
+
+
+def test_a_cookie_copied_before_sign_out_is_refused_after_it(app, store: ReviewStore, tmp_path: Path):
+    client = TestClient(app)
+    sign_in(client, store, "alice")
+    page = client.get(f"/batch/{BATCH}")
+    assert page.status_code == 200
+    fields = form_of(page.text)
+    copied = client.cookies[COOKIE_NAME]
+    data = cookie_data(copied)
+    assert set(data) == {"sid", "csrf", "iat"}  # no reviewer id, no token: the store knows who it is
+    with sqlite3.connect(tmp_path / "review.db") as conn:
+        rows = conn.execute("SELECT session_sha256, reviewer_id, revoked_at FROM review_sessions").fetchall()
+    assert rows == [(hashlib.sha256(data["sid"].encode()).hexdigest(), "alice", None)]  # only the hash is stored
+
+    response = client.post("/signout", data={"csrf": csrf_of(page.text)}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert COOKIE_NAME in response.headers["set-cookie"] and "max-age=0" in response.headers["set-cookie"].lower()
+    assert COOKIE_NAME not in client.cookies  # cleared in the browser
+    home = client.get("/")
+    assert 'id="token"' in home.text and 'id="reviewer"' not in home.text
+    with sqlite3.connect(tmp_path / "review.db") as conn:
+        assert conn.execute("SELECT revoked_at FROM review_sessions").fetchone()[0] is not None
+
+    replay = TestClient(app)
+    replay.cookies.set(COOKIE_NAME, copied)
+    response = replay.get(f"/batch/{BATCH}", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    home = replay.get("/")
+    assert home.status_code == 200 and 'id="token"' in home.text
+    assert 'id="reviewer"' not in home.text and "alice" not in home.text and 'id="row"' not in home.text
+    replay.cookies.set(COOKIE_NAME, copied)  # the sign-in page replaced it; replay it once more on a decision
+    response = replay.post(f"/batch/{BATCH}/decide", data={**fields, "verdict": "accept"}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert store.progress(BATCH).decided == 0
+
+
+def test_re_adding_or_removing_a_reviewer_revokes_their_live_sessions(app, store: ReviewStore):
+    alice, alice_elsewhere, bob = TestClient(app), TestClient(app), TestClient(app)
+    sign_in(alice, store, "alice")
+    token = store.add_reviewer("carol")  # unrelated: re-adding someone else touches no session
+    sign_in(bob, store, "bob")
+    alice_token = sign_in(alice_elsewhere, store, "alice")  # a second token for alice: ends the first session
+    assert not signed_in(alice) and signed_in(alice_elsewhere) and signed_in(bob)
+
+    page = alice_elsewhere.get(f"/batch/{BATCH}").text
+    store.add_reviewer("alice")  # re-issued while the page is open
+    assert not signed_in(alice_elsewhere) and signed_in(bob)
+    # the session is gone, but the sign-out button of the page still works (the cookie kept its CSRF token)
+    assert alice_elsewhere.post("/signout", data={"csrf": csrf_of(page)}, follow_redirects=False).status_code == 303
+    # the revoked token cannot open a new session
+    response = alice_elsewhere.post("/signin", data={"csrf": csrf_of(alice_elsewhere.get("/").text),
+                                                     "token": alice_token})
+    assert response.status_code == 401 and not signed_in(alice_elsewhere)
+
+    assert store.remove_reviewer("bob") is True
+    assert not signed_in(bob)
+    assert store.remove_reviewer("bob") is False
+    assert store.reviewer_for_token(token) == "carol"
+
+
+def test_signing_in_again_replaces_the_session_and_old_cookie_formats_are_signed_out(store: ReviewStore):
+    secret = b"session-secret-for-tests-0123456789"
+    app = create_app(store, reviewer_hash, secret)
+    client = TestClient(app)
+    sign_in(client, store, "alice")
+    first = client.cookies[COOKIE_NAME]
+    token = store.add_reviewer("bob")
+    client.post("/signin", data={"csrf": csrf_of(client.get("/").text), "token": token}, follow_redirects=False)
+    assert cookie_data(client.cookies[COOKIE_NAME])["sid"] != cookie_data(first)["sid"]  # a fresh session id
+    assert "signed in as bob" in client.get("/").text
+    replay = TestClient(app)
+    replay.cookies.set(COOKIE_NAME, first)
+    assert not signed_in(replay)  # the browser's previous session was revoked at the new sign-in
+
+    # a validly signed cookie of the format before server-side sessions ({reviewer, tok, csrf, iat}) is not enough
+    alice_token = store.add_reviewer("alice")
+    old = SessionSigner(secret).dumps({"reviewer": "alice", "csrf": "c" * 43,
+                                       "tok": hashlib.sha256(alice_token.encode()).hexdigest()})
+    legacy = TestClient(app)
+    legacy.cookies.set(COOKIE_NAME, old)
+    assert not signed_in(legacy)

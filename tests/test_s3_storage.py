@@ -197,7 +197,7 @@ def test_the_batch_tail_runs_on_s3_and_ships_a_verifiable_handover(s3_env, tmp_p
         count = []
 
         def crashing_put(self, rel, data):
-            if "/.staging/" in f"/{self.key(rel)}":
+            if "/.runs/" in f"/{self.key(rel)}" and "/handover/" in f"/{self.key(rel)}":  # the run's staged pack
                 count.append(rel)
                 if len(count) > 4:
                     raise ConnectionError("network gone while staging")
@@ -210,6 +210,7 @@ def test_the_batch_tail_runs_on_s3_and_ships_a_verifiable_handover(s3_env, tmp_p
         assert not again.success and len(count) == 5
         after = verify_s3(uri, expected_batch=BATCH)
         assert after.ok and after.merkle_root == report.merkle_root, after.summary()
+        assert not _keys(s3_env, "handover/.runs") and not _keys(s3_env, ".runs")  # the failed run's staging went
 
 
 def test_dagster_tables_go_through_the_s3_resource(s3_env, tmp_path, monkeypatch, repo_root):

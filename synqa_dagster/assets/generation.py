@@ -21,8 +21,8 @@ def build_generation_asset(
 ) -> dg.AssetsDefinition:
     """``generated_candidates`` for ``recipe`` (its code_version is the recipe hash).
 
-    Regenerating a batch removes every per-batch table built from its previous candidates
-    (:func:`synqa_dagster.stages.batch_tables` of ``stages``) and its handover folder.
+    Regenerating a batch withdraws every per-batch table built from its previous candidates
+    (:func:`synqa_dagster.stages.batch_tables` of ``stages``) and its handover folder, when the run commits.
     """
     recipe_hash = recipe.content_hash()
     downstream = batch_tables(stages)
@@ -47,14 +47,16 @@ def build_generation_asset(
         context: dg.AssetExecutionContext, seed_corpus: pd.DataFrame, store: StoreResource, handover: HandoverResource
     ):
         batch = context.partition_key
-        # A regenerated batch invalidates everything built from its previous candidates: remove those outputs
-        # so a run that stops early (a blocking check) never leaves a superseded accepted split or dedup index.
+        # A regenerated batch invalidates everything built from its previous candidates: withdraw those outputs
+        # so a run that stops early (a held review) never leaves a superseded accepted split or dedup index. The
+        # run is a transaction (synqa_dagster.runs): these withdrawals, like every write of the run, are staged
+        # and only applied when the run ends without a failed step; a failed run leaves the batch as it was.
         removed = [a for a in downstream if store.store.delete(a, batch)]
         folders = store.handover_folders(handover.base_path)  # local or S3, as the handover assets write them
         if folders.delete(f"batch={batch}"):  # the signed handover of the old candidates no longer describes it
             removed.append(f"handover folder {folders.uri(f'batch={batch}')}")
         if removed:
-            context.log.info(f"batch {batch}: removed previous outputs of {', '.join(removed)}")
+            context.log.info(f"batch {batch}: withdrawing (at commit) the previous outputs of {', '.join(removed)}")
         window = context.partition_time_window
         spec = recipe.seed_corpus
         seeds = select_seeds(seed_corpus, batch, spec.seeds_per_batch, salt=recipe.generator.seed)
@@ -67,6 +69,7 @@ def build_generation_asset(
             created_at=window.start.isoformat(),
             cache_root=instance_dir() / "cache",
             log=context.log.info,
+            cache_key=context.run_id,  # a private distilabel cache per run: a dead run cannot poison the next
         )
         seconds = time.perf_counter() - started
         return dg.Output(

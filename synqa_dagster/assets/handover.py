@@ -146,13 +146,14 @@ def build_handover_assets(
 
 
 def _review_status(context: dg.AssetExecutionContext, batch: str, asset: str) -> str:
-    """The human review status recorded in this batch's latest materialization metadata of ``asset``."""
-    record = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[batch]), limit=1
-    ).records
-    if not record:
+    """The human review status recorded in the metadata of the materialization of ``asset`` that this run sees:
+    its own, else the newest by a committed run (a rolled-back run's never counts)."""
+    from synqa_dagster.batches import latest_committed_record
+
+    record = latest_committed_record(context.instance, asset, batch, also_run=context.run_id)
+    if record is None:
         return "unknown"
-    meta = record[0].asset_materialization.metadata if record[0].asset_materialization else {}
+    meta = record.asset_materialization.metadata
     value = meta.get("review_status")
     return str(value.value) if value is not None else "unknown"
 

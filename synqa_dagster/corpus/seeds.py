@@ -5,8 +5,10 @@ Input columns: ``seed_id``, ``label``, ``text``, ``locale``, optional ``referenc
 the recipe's taxonomy version through explicit mappings), ``source_label`` / ``source_taxonomy_version`` (as
 written), and ``line`` (where the row is in its file, for error messages and lineage).
 
-Any problem raises :class:`SeedCorpusError` naming the file, the line and the field; nothing is returned from a
-bad corpus, so nothing downstream runs on it.
+Any problem raises :class:`SeedCorpusError` (an :class:`~synqa_dagster.errors.InputError`) naming the file, the
+line and the field; nothing is returned from a bad corpus, so nothing downstream runs on it. Files must be UTF-8
+(the error names the line and byte offset of the first bad byte); a CSV record's line is the physical line it
+starts on (quoted cells may span lines); a text or id that is empty or whitespace-only is invalid.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 
 from synqa_dagster.common import file_hash
 from synqa_dagster.corpus.taxonomy import Taxonomy, TaxonomyError, label_mapping, load_taxonomy
+from synqa_dagster.errors import InputError, csv_records, read_text_strict, split_lines
 
 REQUIRED_COLUMNS = ("seed_id", "label", "text", "locale")
 OPTIONAL_COLUMNS = ("reference_answer", "taxonomy_version")
@@ -26,7 +29,7 @@ LOCALE_PATTERN = r"^[a-z]{2,3}-[A-Z]{2}$"
 MAX_ERRORS_SHOWN = 20
 
 
-class SeedCorpusError(ValueError):
+class SeedCorpusError(InputError):
     """The seed corpus is unreadable or fails validation; the message names file, line and field."""
 
 
@@ -48,37 +51,90 @@ class SeedCorpus:
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
-    """Read JSONL / CSV / Parquet into a DataFrame with a ``line`` column (1-based line in the file)."""
+    """Read JSONL / CSV / Parquet into a DataFrame with a ``line`` column (1-based line in the file: for CSV the
+    physical line a record starts on, for Parquet the 1-based row number). CSV cells are strings, an empty cell is
+    missing (NaN), as ``pandas.read_csv(dtype=str, keep_default_na=False, na_values=[""])`` reads them.
+
+    Raises:
+        SeedCorpusError: the file is missing, not UTF-8, not valid JSONL / CSV / Parquet, or holds no rows; the
+            message names the file and the line.
+    """
     path = Path(path)
     if not path.is_file():
         raise SeedCorpusError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         records = []
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SeedCorpusError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from exc
-                if not isinstance(obj, dict):
-                    raise SeedCorpusError(f"{path}: line {lineno}: expected a JSON object")
-                obj["line"] = lineno
-                records.append(obj)
+        text = read_text_strict(path, error=SeedCorpusError)
+        for lineno, line in enumerate(split_lines(text.removeprefix("\ufeff")), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SeedCorpusError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise SeedCorpusError(f"{path}: line {lineno}: expected a JSON object")
+            obj["line"] = lineno
+            records.append(obj)
         frame = pd.DataFrame.from_records(records)
     elif suffix == ".csv":
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        frame["line"] = range(2, len(frame) + 2)  # line 1 is the header
+        frame = read_csv_rows(path)
     elif suffix in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+            raise SeedCorpusError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
         frame["line"] = range(1, len(frame) + 1)  # for Parquet, "line" is the 1-based row number
     else:
         raise SeedCorpusError(f"{path}: unsupported format {suffix!r} (use .jsonl, .csv or .parquet)")
     if frame.empty:
         raise SeedCorpusError(f"{path}: no rows")
     return frame
+
+
+def read_csv_rows(path: str | Path, delimiter: str = ",") -> pd.DataFrame:
+    """A CSV file (UTF-8, a header row) as string columns plus ``line``: the physical line each record starts on.
+
+    An empty cell is missing (NaN); a record with fewer cells than the header is padded with missing cells; one
+    with more raises :class:`SeedCorpusError` naming the line. A header cell without a name becomes ``Unnamed: i``
+    (as pandas names it); a repeated column name is an error.
+    """
+    path = Path(path)
+    records = csv_records(read_text_strict(path, error=SeedCorpusError), path, delimiter=delimiter, error=SeedCorpusError)
+    if not records:
+        raise SeedCorpusError(f"{path}: no rows (the file is empty; expected a header row)")
+    _, header = records[0]
+    header = [h if h.strip() else f"Unnamed: {i}" for i, h in enumerate(header)]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise SeedCorpusError(f"{path}: line 1: column(s) {repeated} appear more than once in the header")
+    columns: list[list[str | None]] = [[] for _ in header]
+    lines: list[int] = []
+    for line, cells in records[1:]:
+        if len(cells) > len(header):
+            raise SeedCorpusError(f"{path}: line {line}: {len(cells)} cells, but the header has {len(header)} columns")
+        cells = cells + [""] * (len(header) - len(cells))
+        for column, cell in zip(columns, cells):
+            column.append(cell if cell != "" else None)
+        lines.append(line)
+    frame = pd.DataFrame({name: pd.Series(values, dtype="str") for name, values in zip(header, columns)})
+    frame["line"] = pd.Series(lines, dtype="int64")
+    return frame
+
+
+def blank_problems(frame: pd.DataFrame, path: str | Path, columns: dict[str, str]) -> list[str]:
+    """One message per present but whitespace-only value of ``columns`` (frame column -> field name shown), as
+    ``"<path>: line <n>: field <f>: is blank (whitespace only)"``. Missing values and empty strings are left to
+    the expectation suite (null / length checks)."""
+    out = []
+    for column, name in columns.items():
+        if column not in frame.columns:
+            continue
+        for value, line in zip(frame[column].tolist(), frame["line"].tolist()):
+            if isinstance(value, str) and value and not value.strip():
+                out.append(f"{path}: line {line}: field {name}: is blank (whitespace only)")
+    return out
 
 
 def _expectation_suite(taxonomy_labels: list[str], min_chars: int, max_chars: int):
@@ -175,13 +231,15 @@ def load_seed_corpus(
         rows_out = []
         for source_version, group in frame.groupby("taxonomy_version", sort=True):
             source_taxonomy = load_taxonomy(taxonomy_dir, str(source_version))
-            problems += validate_with_great_expectations(group.reset_index(drop=True), path, source_taxonomy, min_chars, max_chars)
+            found = validate_with_great_expectations(group.reset_index(drop=True), path, source_taxonomy, min_chars, max_chars)
+            found += blank_problems(group, path, {"seed_id": "seed_id", "text": "text"})
+            problems += found
             if not problems:
                 mapping = label_mapping(taxonomy_dir, str(source_version), taxonomy_version)
                 group = group.assign(intent=group["label"].map(mapping))
                 rows_out.append(group)
     except TaxonomyError as exc:
-        raise SeedCorpusError(f"{path}: {exc}") from exc
+        raise SeedCorpusError(f"{path}: {exc}") from None
     if problems:
         problems = sorted(dict.fromkeys(problems), key=lambda m: int(m.split(": line ")[1].split(":")[0]))
         raise SeedCorpusError(validation_report("seed corpus", problems))

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from synqa_dagster.errors import InputError, is_blank, read_text_strict, yaml_error, yaml_line_of
 
-class TaxonomyError(ValueError):
-    """A taxonomy file is missing, malformed, or cannot map one version onto another."""
+
+class TaxonomyError(InputError):
+    """A taxonomy file is missing, malformed, or cannot map one version onto another; the message names the file
+    (and the line and field where there is one)."""
 
 
 @dataclass(frozen=True)
@@ -47,16 +50,28 @@ def load_taxonomy(directory: str | Path, version: str) -> Taxonomy:
     path = Path(directory) / f"{version}.yaml"
     if not path.is_file():
         raise TaxonomyError(f"taxonomy version {version!r} not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    text = read_text_strict(path, error=TaxonomyError)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise yaml_error(path, exc, error=TaxonomyError) from None
+    if not isinstance(data, dict):
+        raise TaxonomyError(f"expected a mapping (version, intents...), got {type(data).__name__}", path=path, line=1)
     if data.get("version") != version:
         raise TaxonomyError(f"{path}: field version is {data.get('version')!r}, expected {version!r}")
     labels: dict[str, str] = {}
     descriptions: dict[str, str] = {}
-    for i, intent in enumerate(data.get("intents") or [], start=1):
-        if not isinstance(intent, dict) or not intent.get("label"):
-            raise TaxonomyError(f"{path}: intents[{i}]: field label is missing")
+    intents = data.get("intents") or []
+    if not isinstance(intents, list):
+        raise TaxonomyError(f"must be a list, got {type(intents).__name__}", path=path,
+                            line=yaml_line_of(text, ["intents"]), field="intents")
+    for i, intent in enumerate(intents, start=1):
+        if not isinstance(intent, dict) or is_blank(intent.get("label")) or not isinstance(intent.get("label"), str):
+            where = f"line {yaml_line_of(text, ['intents', i - 1])}: "
+            raise TaxonomyError(f"{path}: {where}intents[{i}]: field label is missing, blank or not a string")
         if intent["label"] in labels:
-            raise TaxonomyError(f"{path}: intents[{i}]: duplicate label {intent['label']!r}")
+            where = f"line {yaml_line_of(text, ['intents', i - 1, 'label'])}: "
+            raise TaxonomyError(f"{path}: {where}intents[{i}]: duplicate label {intent['label']!r}")
         labels[intent["label"]] = str(intent.get("group") or intent["label"].split(".")[0])
         descriptions[intent["label"]] = str(intent.get("description") or intent["label"])
     if not labels:

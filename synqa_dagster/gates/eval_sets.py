@@ -33,20 +33,22 @@ index), ``choices[*].text`` (every element, joined by newlines). A record key th
 CSV column called ``question.stem``) wins over the nested reading. A text field may hold a string or a list of
 strings (joined by newlines); anything else is an error.
 
-Bad input raises :class:`EvalSetError` naming the file, the record (``line N`` for JSONL/CSV, ``record N``
-(0-based array index) for JSON, ``row N`` for Parquet) and the field, e.g.
-``evals.json:record 3: field 'choices[2].text': index 2 out of range ('choices' has 2 elements)``.
+Bad input raises :class:`EvalSetError` (an :class:`~synqa_dagster.errors.InputError`) naming the file, the record
+(``line N`` for JSONL/CSV: the physical line a CSV record starts on, ``record N`` (0-based array index) for JSON,
+``row N`` for Parquet) and the field, e.g.
+``evals.json:record 3: field 'choices[2].text': index 2 out of range ('choices' has 2 elements)``. A file that is
+not UTF-8 names the line and byte offset of the first bad byte; an item whose text is empty or whitespace-only is
+an error.
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
 import importlib.util
-import io
 import json
 import numbers
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -54,6 +56,7 @@ from typing import Any, Iterator, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from synqa_dagster.errors import InputError, csv_records, decode_strict, read_bytes_strict
 from synqa_dagster.paths import resolve_path
 
 #: Columns of the table returned by :func:`load_eval_set` (``paraphrase`` is added when the spec asks for it).
@@ -68,7 +71,7 @@ EvalSetFormat = Literal["jsonl", "json", "csv", "tsv", "parquet"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-class EvalSetError(ValueError):
+class EvalSetError(InputError):
     """An eval set could not be loaded; the message names the file, the line or record, and the field."""
 
 
@@ -252,7 +255,7 @@ class EvalSetSpec(BaseModel):
             if self.id_field is None:
                 object.__setattr__(self, "id_field", "task_id")
         else:
-            if not self.path:
+            if not self.path or not self.path.strip():
                 raise ValueError(f"eval set {self.name!r}: source='file' needs a path")
             if not self.text_fields:
                 raise ValueError(f"eval set {self.name!r}: source='file' needs text_fields")
@@ -321,7 +324,7 @@ def load_eval_set(spec: EvalSetSpec) -> pd.DataFrame:
         para = None
         if para_steps:
             pparts = [_text_field(path, where, record, f, s, optional=True) for f, s in para_steps]
-            para = "\n".join(p for p in pparts if p) or None
+            para = "\n".join(p for p in pparts if p.strip()) or None
         rows.append((item_id, text, para))
     if not rows:
         raise EvalSetError(f"{path}: eval set {spec.name!r} has no items")
@@ -374,13 +377,15 @@ def _format_of(path: str) -> str:
 
 
 def _read_text(path: Path) -> str:
+    """The file's text (gunzipped for ``.gz``); not UTF-8 -> :class:`EvalSetError` naming the line and offset."""
+    data = read_bytes_strict(path, error=EvalSetError)
+    if not path.name.lower().endswith(".gz"):
+        return decode_strict(data, path, error=EvalSetError)
     try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8") as fh:
-                return fh.read()
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
         raise EvalSetError(f"{path}: cannot read ({exc})") from None
+    return decode_strict(data, path, what="of the decompressed data", error=EvalSetError)
 
 
 def _jsonl_records(path: Path, data: str) -> Iterator[tuple[str, Any]]:
@@ -431,16 +436,16 @@ def _records(path: Path, fmt: str, records_path: str | None = None) -> Iterator[
     elif fmt == "json":
         yield from _json_records(path, _read_text(path), records_path)
     elif fmt in ("csv", "tsv"):
-        reader = csv.DictReader(io.StringIO(_read_text(path)), delimiter="," if fmt == "csv" else "\t")
-        start = 2
-        try:
-            for record in reader:
-                if None in record:
-                    raise EvalSetError(f"{path}:line {start}: more values than header columns")
-                yield f"line {start}", record
-                start = reader.line_num + 1
-        except csv.Error as exc:
-            raise EvalSetError(f"{path}:line {reader.line_num}: malformed CSV ({exc})") from None
+        # lines are physical: a record after a quoted multi-line cell starts further down than its record number
+        rows = csv_records(_read_text(path), path, delimiter="," if fmt == "csv" else "\t", error=EvalSetError)
+        header = rows[0][1] if rows else []
+        for line, cells in rows[1:]:
+            if len(cells) > len(header):
+                raise EvalSetError(f"{path}:line {line}: more values than header columns")
+            record = dict(zip(header, cells))
+            for name in header[len(cells):]:
+                record.setdefault(name, None)  # a short row: the missing cells are null (as csv.DictReader has it)
+            yield f"line {line}", record
     elif fmt == "parquet":
         try:
             frame = pd.read_parquet(path)

@@ -17,8 +17,10 @@ Reproducibility: every LLM call is seeded from the batch seed and its step (llam
 depends only on its prompt; rows are sorted by content-derived ``row_id``; ``created_at`` is the batch's
 logical time (the partition window), not the wall clock. Same batch + same recipe ⇒ byte-identical rows.
 
-Offline: distilabel's cache and the datasets cache live under the instance folder, the Hugging Face hub is set
-offline, and distilabel's end-of-run citation lookup is disabled.
+Offline: distilabel's cache and the datasets cache live under the ``cache_root`` given to
+:func:`generate_candidates` (the runner passes a folder of its own per call, ``<instance>/cache/runs/<run id>``,
+removed afterwards: nothing there is reused across runs), the Hugging Face hub is set offline, and distilabel's
+end-of-run citation lookup is disabled.
 """
 
 from __future__ import annotations
@@ -57,7 +59,12 @@ class GenerationStats:
 
 
 def offline_environment(cache_root: Path) -> dict[str, str]:
-    """Environment that keeps distilabel / datasets / HF caches inside ``cache_root`` and the hub offline."""
+    """Environment that keeps distilabel / datasets / HF caches inside ``cache_root`` and the hub offline.
+
+    ``cache_root`` must belong to one generation alone: distilabel writes each step's output batches under
+    ``<cache_root>/distilabel/<pipeline>/<signature>/…`` and reads back all it finds there, so a shared folder mixes
+    runs (see :mod:`synqa_dagster.generation.runner`).
+    """
     return {
         "DISTILABEL_CACHE_DIR": str(cache_root / "distilabel"),
         "HF_HOME": str(cache_root / "huggingface"),
@@ -196,7 +203,11 @@ def generate_candidates(
     created_at: str,
     cache_root: Path,
 ) -> tuple[pd.DataFrame, GenerationStats]:
-    """Run the distilabel pipeline for one batch and return candidate rows and stats."""
+    """Run the distilabel pipeline for one batch and return candidate rows and stats.
+
+    ``cache_root`` holds distilabel's and the datasets caches for this run only (:func:`offline_environment`);
+    the rows do not depend on where it is.
+    """
     import time
 
     env = offline_environment(cache_root)

@@ -328,8 +328,9 @@ def write_rollup(base: Path | str | HandoverFolders, pretty_name: str, license: 
         except FileNotFoundError:
             continue
         names.append(name)
+    params = {"pretty_name": pretty_name, "license": license, "summary": summary}
     if not names:
-        for file in ("README.md", "batches.json"):
+        for file in ROLLUP_FILES:
             store.remove_file(file)
         return None
     text = render_rollup_card(facts, pretty_name=pretty_name, license=license,
@@ -339,7 +340,24 @@ def write_rollup(base: Path | str | HandoverFolders, pretty_name: str, license: 
                      "merkle_root": f.lineage.merkle_root if f.lineage else None,
                      "key_id": f.lineage.key_id if f.lineage else None} for f in facts]
     store.write_file("batches.json", _json(summary_rows))
+    store.write_file(ROLLUP_PARAMS, _json(params))  # how to rebuild it: a run's commit does, from what is published
     return text, facts
+
+
+ROLLUP_PARAMS = "rollup.json"
+ROLLUP_FILES = ("README.md", "batches.json", ROLLUP_PARAMS)
+
+
+def rebuild_rollup(base: Path | str | HandoverFolders, params: dict | None = None) -> tuple[str, list[CardFacts]] | None:
+    """Rebuild the roll-up from the published folders with ``params`` (default: those the last roll-up recorded in
+    ``rollup.json``); returns what :func:`write_rollup` returns, or None when there is nothing to rebuild with."""
+    store = handover_folders(base)
+    if params is None:
+        raw = store.read_file(ROLLUP_PARAMS)
+        if raw is None:
+            return None
+        params = json.loads(raw.decode("utf-8"))
+    return write_rollup(store, params["pretty_name"], params["license"], params.get("summary"))
 
 
 def read_card_facts(folder: Path | str | HandoverFolders, name: str | None = None) -> CardFacts:
@@ -350,5 +368,5 @@ def read_card_facts(folder: Path | str | HandoverFolders, name: str | None = Non
     return CardFacts.model_validate_json(handover_folders(folder).read_bytes(name, "card_facts.json").decode("utf-8"))
 
 
-__all__ = ["BatchInputs", "card_facts", "handover_folders", "read_card_facts", "review_facts", "write_batch_handover",
-           "write_rollup"]
+__all__ = ["BatchInputs", "card_facts", "handover_folders", "read_card_facts", "rebuild_rollup", "review_facts",
+           "write_batch_handover", "write_rollup"]

@@ -6,11 +6,15 @@ Where the signing key comes from (:func:`load_signing_key`, first match wins):
    or the path of a PEM file;
 2. the configured ``key_path``;
 3. ``default_path`` (default :func:`synqa_dagster.paths.default_signing_key_path`), created on first use: the
-   parent folder with mode 0700, the file through ``os.open(O_CREAT | O_EXCL, 0o600)`` (then linked into place,
-   so a concurrent creator never sees half a key and never overwrites one), PKCS#8 PEM, unencrypted.
+   parent folder with mode 0700, the file through ``os.open(O_CREAT | O_EXCL, 0o600)`` plus ``fchmod(0o600)`` (so
+   the umask plays no part; then linked into place, so a concurrent creator never sees half a key and never
+   overwrites one), PKCS#8 PEM, unencrypted.
 
-A key *file* (whatever the source) is refused when its mode grants anything to group or others (``mode & 0o077``):
-``chmod 600`` it. Only Ed25519 keys are accepted.
+A key or secret *file* (whatever the source) is refused when its mode grants anything to group or others
+(``mode & 0o077``): ``chmod 600`` it. Refused rather than tightened, unlike the review database: a key that others
+could read may already have been copied, so the operator should decide whether to rotate it, not have the
+permissions quietly fixed. The mode is checked on the open file descriptor the bytes are read from (``fstat``), so
+a file swapped in between the check and the read is not used. Only Ed25519 keys are accepted.
 
 Key id: ``"ed25519:" + the first 16 hex digits of SHA-256(raw 32-byte public key)``, i.e. 64 bits of the hash
 of the RFC 8032 public key encoding (:func:`key_id_of`). It names a key in DSSE envelopes and reports; it is not
@@ -130,13 +134,6 @@ class SigningKey:
         raise TypeError("SigningKey cannot be pickled (it holds a private key); pass the key path instead")
 
 
-def _check_private_mode(path: Path) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise SigningKeyError(f"{path}: private key file has mode {mode:04o}, readable or writable by "
-                              f"group/others; refusing to use it (run: chmod 600 {path})")
-
-
 def _private_from_pem(data: bytes, source: str) -> SigningKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -149,18 +146,38 @@ def _private_from_pem(data: bytes, source: str) -> SigningKey:
     return SigningKey(key, source=source)  # type: ignore[arg-type]
 
 
+def _read_private_file(path: Path, what: str = "private key file") -> bytes:
+    """The bytes of ``path``, after checking (on the open descriptor) that it is a regular file that neither
+    group nor others may access."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang the open
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SigningKeyError(f"{path}: {what} is not a regular file")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            raise SigningKeyError(f"{path}: {what} has mode {mode:04o}, readable or writable by "
+                                  f"group/others; refusing to use it (run: chmod 600 {path})")
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _load_key_file(path: Path, source: str) -> SigningKey:
     if not path.is_file():
         raise SigningKeyError(f"{source}: key file {path} does not exist")
-    _check_private_mode(path)
-    return _private_from_pem(path.read_bytes(), source)
+    return _private_from_pem(_read_private_file(path), source)
 
 
 def _create_private_file(path: Path, payload: bytes) -> bool:
     """Create ``path`` with mode 0600 holding ``payload``, atomically and without overwriting.
 
-    The bytes go to a temporary file opened with ``O_CREAT | O_EXCL`` and mode 0600, are fsynced, then hard-linked
-    to ``path`` (fails if it exists). Returns False if another process created ``path`` first.
+    The bytes go to a temporary file opened with ``O_CREAT | O_EXCL`` and mode 0600 (then ``fchmod`` 0600, which the
+    umask does not touch), are fsynced, then hard-linked to ``path`` (fails if it exists). A missing parent folder
+    is created 0700. Returns False if another process created ``path`` first.
     """
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -169,6 +186,7 @@ def _create_private_file(path: Path, payload: bytes) -> bool:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)  # exactly 0600 whatever the umask (os.open's mode is masked by it)
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
@@ -226,8 +244,7 @@ def load_or_create_secret(path: Path) -> bytes:
     path = Path(path)
     if not path.exists():
         _create_private_file(path, secrets.token_bytes(SECRET_SIZE))
-    _check_private_mode(path)
-    data = path.read_bytes()
+    data = _read_private_file(path, "secret file")
     if len(data) != SECRET_SIZE:
         raise SigningKeyError(f"{path}: secret must be exactly {SECRET_SIZE} bytes, found {len(data)}")
     return data

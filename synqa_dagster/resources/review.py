@@ -23,14 +23,17 @@ class ReviewStoreResource(dg.ConfigurableResource):
     url: str = ""
 
     def resolved_url(self) -> str:
+        """The store URL in use: ``url``, else ``$SYNQA_REVIEW_STORE``, else the instance's SQLite file."""
         return self.url or default_review_store_url()
 
     def store(self):
-        """An open :class:`synqa_dagster.review.store.ReviewStore` (schema ensured)."""
+        """An open :class:`synqa_dagster.review.store.ReviewStore` (schema ensured; a SQLite file is owner-only,
+        0600, and an existing one with group/other permissions is tightened on open)."""
         return ReviewStore.from_url(self.resolved_url())
 
     def reviewer_hash(self):
-        """The keyed HMAC that stands in for a reviewer id everywhere outside the reviewers table."""
+        """The keyed HMAC that stands in for a reviewer id everywhere outside the reviewers table (its secret
+        file is created 0600 in a 0700 folder, and refused if group/others may access it)."""
         return reviewer_hasher(reviewer_hmac_key_path())
 
 
@@ -48,7 +51,10 @@ class HandoverResource(dg.ConfigurableResource):
     signing_key_path: str = ""
 
     def base(self) -> Path:
+        """The folder holding the handover folders (resolved)."""
         return Path(self.base_path).resolve() if self.base_path else default_handover_base()
 
     def signing_key(self):
+        """The Ed25519 :class:`~synqa_dagster.lineage.keys.SigningKey` (see
+        :func:`~synqa_dagster.lineage.keys.load_signing_key`; a key file group/others may access is refused)."""
         return load_signing_key(self.signing_key_path or None, default_path=default_signing_key_path())

@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
 
 from synqa_dagster.handover.batch import handover_folders
 from synqa_dagster.paths import default_handover_location
@@ -59,6 +60,10 @@ def _batch(context: dg.OutputContext | dg.InputContext) -> str | None:
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Stores DataFrame outputs as ``<base_path>/<asset>/batch=<partition>/data.parquet`` (atomic writes).
 
+    Inside a run the IO manager is one of the run's transaction participants (:mod:`synqa_dagster.runs`): its
+    writes are staged under ``<base_path>/.runs/<run id>/`` and published when the run ends without a failed step;
+    its reads see the run's own staged tables first.
+
     Attributes:
         base_path: local folder or ``s3://bucket/prefix``.
         s3: the dagster-aws S3 resource used when ``base_path`` is on S3 (None: boto3's default chain).
@@ -66,10 +71,23 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     base_path: str
     s3: S3Resource | None = None
+    _run_id: str | None = PrivateAttr(default=None)
 
     @property
     def store(self) -> TableStore:
-        return TableStore(self.base_path, client=_client(self.base_path, self.s3))
+        """The tables as this run sees them (the published ones outside a run)."""
+        return TableStore(self.base_path, client=_client(self.base_path, self.s3), run_id=self._run_id)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        from synqa_dagster import runs
+
+        if runs.begin(context, TableStore(self.base_path, client=_client(self.base_path, self.s3))) is not None:
+            self._run_id = context.run_id
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        from synqa_dagster import runs
+
+        runs.end(context)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if obj is None:
@@ -85,19 +103,41 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
 class StoreResource(dg.ConfigurableResource):
     """Direct access to the same tables, for assets that read other batches (e.g. the dedup index), and to the
-    handover folders.
+    handover folders. Inside a run, both are the run's transaction views (see :class:`ParquetIOManager`).
 
     Attributes:
         base_path: local folder or ``s3://bucket/prefix`` (the same as the IO manager's).
         s3: the dagster-aws S3 resource for S3 locations (None: boto3's default chain).
+        handover_base: the handover base the run's recovery sweeps (``HandoverResource.base_path``; empty: the
+            default, see :meth:`handover_location`).
     """
 
     base_path: str
     s3: S3Resource | None = None
+    handover_base: str = ""
+    _run_id: str | None = PrivateAttr(default=None)
 
     @property
     def store(self) -> TableStore:
-        return TableStore(self.base_path, client=_client(self.base_path, self.s3))
+        """The tables as this run sees them (the published ones outside a run)."""
+        return TableStore(self.base_path, client=_client(self.base_path, self.s3), run_id=self._run_id)
+
+    def published_folders(self, handover_base: str = "") -> HandoverFolders:
+        """The published handover folders (no run's staging)."""
+        location = self.handover_location(handover_base or self.handover_base)
+        return handover_folders(location, client=_client(location, self.s3))
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        from synqa_dagster import runs
+
+        tables = TableStore(self.base_path, client=_client(self.base_path, self.s3))
+        if runs.begin(context, tables, self.published_folders()) is not None:
+            self._run_id = context.run_id
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        from synqa_dagster import runs
+
+        runs.end(context)
 
     def handover_location(self, handover_base: str = "") -> str:
         """The handover base: ``handover_base`` if given, else ``$SYNQA_HANDOVER``, else ``<base_path>/handover``
@@ -108,6 +148,12 @@ class StoreResource(dg.ConfigurableResource):
 
     def handover_folders(self, handover_base: str = "") -> HandoverFolders:
         """The batch handover folders (local or S3, with this resource's S3 client); pass
-        ``HandoverResource.base_path``. ``.delete("batch=<key>")`` withdraws a batch's folder."""
-        location = self.handover_location(handover_base)
-        return handover_folders(location, client=_client(location, self.s3))
+        ``HandoverResource.base_path``. Inside a run: the run's view (publishing and ``.delete("batch=<key>")``
+        are staged until the run commits)."""
+        folders = self.published_folders(handover_base)
+        if self._run_id is None:
+            return folders
+        from synqa_dagster import runs
+
+        txn = runs.active(self._run_id)
+        return txn.enlist_folders(folders) if txn is not None else folders.for_run(self._run_id)

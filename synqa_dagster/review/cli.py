@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"review app on http://{args.host}:{args.port}/ (store {_redacted(url)})", flush=True)
         serve(url, args.host, args.port, secure_cookies=args.secure_cookies)
         return 0
-    store = ReviewStore.from_url(url)
     try:
+        store = ReviewStore.from_url(url)  # a malformed --store URL is bad input too (exit 2, no traceback)
         if command == "add-reviewer":
             token = store.add_reviewer(args.name)
             print(f"reviewer {args.name}: token (shown once, keep it secret):\n{token}")
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     except UnknownBatchError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
-    except ValueError as exc:
+    except ValueError as exc:  # InputError included: its message names the file, line and field
         print(str(exc), file=sys.stderr)
         return 2
     raise AssertionError(f"unhandled review command {command!r}")  # argparse restricts the choices

@@ -13,6 +13,7 @@ can strip exactly one leading ``'`` from any cell and get the original text back
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from synqa_dagster.errors import utf8_problem
 from synqa_dagster.review.store import ReviewStore, validate_decision
 
 KEY_COLUMNS = ("batch", "row_id", "sample_version", "slice_key")
@@ -176,12 +178,15 @@ def import_csv(store: ReviewStore, path: str | os.PathLike[str], reviewer_hash: 
         errors.append(f"{source}, line {line}, field {field}: {message}")
 
     try:
-        with open(path, encoding=ENCODING, newline="") as handle:
-            records = _read_records(handle, source, errors)
-    except UnicodeDecodeError as exc:
-        return ImportResult(0, 0, (f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})",))
+        data = Path(path).read_bytes()
     except OSError as exc:
         return ImportResult(0, 0, (f"{source}: cannot read: {exc.strerror or exc}",))
+    problem = utf8_problem(data, skip_bom=True)
+    if problem is not None:
+        bad_line, column, offset, shown = problem
+        return ImportResult(0, 0, (f"{source}, line {bad_line}: not valid UTF-8 (byte(s) {shown} at offset {offset}, "
+                                   f"column {column}); save the file as UTF-8",))
+    records = _read_records(io.StringIO(data.decode(ENCODING), newline=""), source, errors)
     if records is None:
         return ImportResult(0, 0, tuple(errors))
 

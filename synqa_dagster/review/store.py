@@ -18,6 +18,22 @@ Tables (all keyed by ``batch`` and ``sample_version``; old versions are kept but
 ``review_decisions`` at most one decision per (batch, sample_version, row_id): PRIMARY KEY +
                      ``INSERT ... ON CONFLICT DO NOTHING``, so racing reviewers never lose or double-count one
 ``reviewers``        reviewer id (needed to sign in) and sha256 of the reviewer's token (the token is never stored)
+``review_sessions``  one row per web-app sign-in: sha256 of the random session id (the id itself lives only in the
+                     reviewer's cookie), reviewer id, sha256 of the token signed in with, created / expires /
+                     revoked times (Unix seconds). A session is live while it is unrevoked, unexpired and its
+                     reviewer still holds that token; signing out revokes it, re-adding or removing the reviewer
+                     revokes all of theirs. Expired rows are deleted at the next sign-in.
+
+Every table is created with ``CREATE TABLE IF NOT EXISTS``, so a database made by an older version of this module
+gains the tables it lacks when opened (``review_sessions`` was added without changing :data:`SCHEMA_VERSION`:
+the change is additive, and older code reading a newer database simply ignores the table).
+
+SQLite file permissions: the database file is created owner-only (0600) whatever the umask, in a folder created
+0700 when it does not exist yet; SQLite gives its ``-wal``, ``-shm`` and ``-journal`` files the database file's
+permissions. Opening an existing database whose file (or side file) is readable or writable by group/others
+tightens it to owner-only (``mode & 0o700``) instead of refusing: databases made before this rule were created
+0644 under the usual umask, and the fix is the same ``chmod`` an operator would run. An existing folder is left as
+it is (it may be shared and hold other files).
 
 Decisions never hold a raw reviewer id: callers pass ``reviewer_hmac`` (an HMAC of the id under a secret key, see
 ``synqa_dagster.lineage.keys.hmac_id``).
@@ -33,8 +49,10 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from abc import ABC, abstractmethod
@@ -86,7 +104,15 @@ _SCHEMA = (
     " reviewer_hmac TEXT NOT NULL, decided_at TEXT NOT NULL, PRIMARY KEY (batch, sample_version, row_id))",
     "CREATE TABLE IF NOT EXISTS reviewers (reviewer_id TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL,"
     " created_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS review_sessions (session_sha256 TEXT PRIMARY KEY, reviewer_id TEXT NOT NULL,"
+    " token_sha256 TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,"
+    " revoked_at DOUBLE PRECISION)",
+    "CREATE INDEX IF NOT EXISTS review_sessions_reviewer ON review_sessions (reviewer_id)",
 )
+MAX_SESSION_ID = 128  # longer "session ids" are refused without a lookup (ours are 43 characters)
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 class UnknownBatchError(KeyError):
@@ -483,7 +509,8 @@ class ReviewStore(ABC):
         """Register ``reviewer_id`` (or re-issue its token) and return a fresh random sign-in token.
 
         The token is shown once: only its sha256 is stored, and re-adding a reviewer replaces (revokes) the old
-        token. ``reviewer_id``: 1-128 printable characters, no surrounding space.
+        token and revokes every web-app session of theirs, in the same transaction. ``reviewer_id``: 1-128
+        printable characters, no surrounding space.
         """
         reviewer_id = _require_text("reviewer_id", reviewer_id)
         if len(reviewer_id) > 128 or reviewer_id != reviewer_id.strip() or not reviewer_id.isprintable():
@@ -494,7 +521,19 @@ class ReviewStore(ABC):
             tx.execute("INSERT INTO reviewers (reviewer_id, token_sha256, created_at) VALUES (?, ?, ?) "
                        "ON CONFLICT (reviewer_id) DO UPDATE SET token_sha256 = excluded.token_sha256, "
                        "created_at = excluded.created_at", (reviewer_id, _sha256(token), _utcnow_iso()))
+            self._revoke_reviewer_sessions(tx, reviewer_id, time.time())
         return token
+
+    def remove_reviewer(self, reviewer_id: str) -> bool:
+        """Unregister ``reviewer_id``: their token stops working and every session of theirs is revoked.
+
+        Their decisions stay (they only hold the reviewer's HMAC). Returns False if no such reviewer was registered
+        (their sessions, if any, are revoked all the same).
+        """
+        with self._transaction(write=True) as tx:
+            cursor = tx.execute("DELETE FROM reviewers WHERE reviewer_id = ?", (str(reviewer_id),))
+            self._revoke_reviewer_sessions(tx, str(reviewer_id), time.time())
+            return cursor.rowcount == 1
 
     def token_is_current(self, reviewer_id: str, token_sha256: str) -> bool:
         """Whether ``token_sha256`` is still ``reviewer_id``'s token (re-issuing a token ends older sessions)."""
@@ -510,14 +549,85 @@ class ReviewStore(ABC):
         """
         if not isinstance(token, str) or not token or len(token) > 512:
             return None
-        digest = _sha256(token)
         with self._transaction(write=False) as tx:
-            rows = tx.execute("SELECT reviewer_id, token_sha256 FROM reviewers").fetchall()
+            return self._reviewer_for_token(tx, token)
+
+    @staticmethod
+    def _reviewer_for_token(tx: _Tx, token: str) -> str | None:
+        digest = _sha256(token)
+        rows = tx.execute("SELECT reviewer_id, token_sha256 FROM reviewers").fetchall()
         found = None
         for reviewer_id, stored in rows:
             if hmac.compare_digest(stored.encode("ascii"), digest.encode("ascii")):
                 found = reviewer_id
         return found
+
+    # ------------------------------------------------------------------------------------------------- sessions
+    def open_session(self, token: str, max_age: float) -> tuple[str, str] | None:
+        """Sign in with ``token``: create a web-app session lasting ``max_age`` seconds.
+
+        Checks the token (as :meth:`reviewer_for_token` does) and stores the new session in one write transaction,
+        so a token re-issued at the same moment can never leave a session on the old token. Only the sha256 of
+        the session id is stored. Sessions that have expired are deleted on the way.
+
+        Returns:
+            ``(reviewer_id, session_id)`` (the id is 43 URL-safe characters, 256 random bits: put it in the
+            reviewer's cookie and nowhere else), or None when the token is not valid.
+        Raises:
+            ValueError: ``max_age`` is not a positive number.
+        """
+        if not isinstance(max_age, (int, float)) or not math.isfinite(max_age) or max_age <= 0:
+            raise ValueError(f"max_age must be a positive number of seconds; got {max_age!r}")
+        if not isinstance(token, str) or not token or len(token) > 512:
+            return None
+        session_id = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._transaction(write=True) as tx:
+            reviewer_id = self._reviewer_for_token(tx, token)
+            if reviewer_id is None:
+                return None
+            tx.execute("DELETE FROM review_sessions WHERE expires_at <= ?", (now,))
+            tx.execute("INSERT INTO review_sessions (session_sha256, reviewer_id, token_sha256, created_at, "
+                       "expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)",
+                       (_sha256(session_id), reviewer_id, _sha256(token), now, now + max_age))
+        return reviewer_id, session_id
+
+    def session_reviewer(self, session_id: str) -> str | None:
+        """The reviewer signed in by ``session_id`` while the session is live, else None.
+
+        Live: the session exists, is not revoked, has not expired, and its reviewer is still registered with the
+        token the session was opened with (so a token re-issued by code that does not revoke sessions still ends
+        them).
+        """
+        if not isinstance(session_id, str) or not session_id or len(session_id) > MAX_SESSION_ID:
+            return None
+        with self._transaction(write=False) as tx:
+            row = tx.execute(
+                "SELECT s.reviewer_id FROM review_sessions s JOIN reviewers r ON r.reviewer_id = s.reviewer_id "
+                "AND r.token_sha256 = s.token_sha256 WHERE s.session_sha256 = ? AND s.revoked_at IS NULL "
+                "AND s.expires_at > ?", (_sha256(session_id), time.time())).fetchone()
+        return None if row is None else str(row[0])
+
+    def revoke_session(self, session_id: str) -> bool:
+        """Revoke one session (sign-out): True if it was unrevoked until now, False for an unknown id or one
+        already revoked. The row is kept (with ``revoked_at``) until it expires."""
+        if not isinstance(session_id, str) or not session_id or len(session_id) > MAX_SESSION_ID:
+            return False
+        with self._transaction(write=True) as tx:
+            cursor = tx.execute("UPDATE review_sessions SET revoked_at = ? WHERE session_sha256 = ? "
+                                "AND revoked_at IS NULL", (time.time(), _sha256(session_id)))
+            return cursor.rowcount == 1
+
+    def revoke_sessions(self, reviewer_id: str) -> int:
+        """Revoke every unrevoked session of ``reviewer_id`` ("sign out everywhere"); returns how many."""
+        with self._transaction(write=True) as tx:
+            return self._revoke_reviewer_sessions(tx, str(reviewer_id), time.time())
+
+    @staticmethod
+    def _revoke_reviewer_sessions(tx: _Tx, reviewer_id: str, now: float) -> int:
+        cursor = tx.execute("UPDATE review_sessions SET revoked_at = ? WHERE reviewer_id = ? AND revoked_at IS NULL",
+                            (now, reviewer_id))
+        return max(int(cursor.rowcount), 0)
 
     def reviewers(self) -> list[str]:
         """Ids of all registered reviewers, sorted."""
@@ -548,6 +658,9 @@ class _Tx:
 class SQLiteReviewStore(ReviewStore):
     """Review store in a SQLite file (``sqlite:///abs/path.db``); WAL journal, writes in ``BEGIN IMMEDIATE``.
 
+    The file is owner-only (0600; created so whatever the umask, tightened if an existing one is not, see the
+    module docstring), and so are the ``-wal`` / ``-shm`` / ``-journal`` files SQLite makes next to it.
+
     Attributes:
         path: the database file.
     """
@@ -559,9 +672,12 @@ class SQLiteReviewStore(ReviewStore):
             raise ValueError(f"SQLite review store URL must be sqlite:///absolute/path.db; got {url!r}")
         self.path = Path(raw)
         self._timeout = timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(self.path, timeout=timeout) as conn:
+        _prepare_private_database(self.path)
+        conn = sqlite3.connect(self.path, timeout=timeout)
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
+        finally:
+            conn.close()
         super().__init__(url)
 
     @contextmanager
@@ -611,6 +727,50 @@ class PostgresReviewStore(ReviewStore):
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
+def _prepare_private_database(path: Path) -> None:
+    """Make sure the SQLite file at ``path`` (and any side file already there) is owner-only before SQLite opens it.
+
+    A missing folder is created 0700 (missing ancestors get the default mode, as ``mkdir -p`` does); a missing
+    database file is created empty (an empty file is a valid empty SQLite database) through
+    ``os.open(O_CREAT | O_EXCL, 0600)`` plus ``fchmod``, so the umask plays no part. SQLite then creates its
+    ``-wal``, ``-shm`` and ``-journal`` files with the database file's permissions (its unix VFS copies them). An
+    existing file with group/other bits gets them cleared (``mode & 0o700``).
+
+    Raises:
+        PermissionError: a file's mode cannot be changed (not ours); the message says what to run.
+    """
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is subject to the umask
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        pass  # an existing database (or another process created it a moment ago): tightened below
+    else:
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+        finally:
+            os.close(fd)
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)):
+        _tighten_to_owner_only(candidate)
+
+
+def _tighten_to_owner_only(path: Path) -> None:
+    """Clear the group/other permission bits of ``path`` if it exists and has any."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if not mode & 0o077:
+        return
+    try:
+        os.chmod(path, mode & 0o700)
+    except PermissionError:
+        raise PermissionError(f"{path} has mode {mode:04o} (group/others may read or write the review store) and "
+                              f"this user cannot change it; run: chmod 600 {path}") from None
+
+
 def _utcnow_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 

@@ -5,9 +5,28 @@ Starlette + Jinja2 (autoescape on for every template), no inline script or style
 ``X-Content-Type-Options: nosniff``, and ``static/review.js`` (keyboard shortcuts) only sets form values and
 ``textContent``. Row text is hostile (jailbreaks, HTML, JS) and is only ever rendered escaped.
 
-Sessions: a cookie holding ``base64url(JSON) "." base64url(HMAC-SHA256(session_secret, JSON))`` (RFC 2104), with
-an issue time checked against ``max_age``; HttpOnly, SameSite=Strict (Secure when ``secure_cookies``). Every form
-carries the session's CSRF token (a double check on top of SameSite=Strict), compared in constant time.
+Sessions are server-side, revocable records with a signed cookie as their handle:
+
+* Cookie: ``base64url(JSON) "." base64url(HMAC-SHA256(session_secret, JSON))`` (RFC 2104) of
+  ``{"sid", "csrf", "iat"}``; HttpOnly, SameSite=Strict, Path=/ (Secure when ``secure_cookies``); an issue time
+  ``iat`` older than ``session_max_age`` makes it invalid. It names no reviewer and holds no token.
+* Sign-in (``POST /signin``) checks the token and creates the session in the review store in one transaction
+  (:meth:`ReviewStore.open_session`): ``sid`` is 256 random bits, and only its sha256 is stored (table
+  ``review_sessions``, with the reviewer, the sha256 of the token used, created / expires / revoked times). A new
+  ``sid`` and a new CSRF token are issued at every sign-in (no session fixation); a live session the browser
+  already had is revoked.
+* Every request looks the session up (:meth:`ReviewStore.session_reviewer`): the reviewer shown and recorded comes
+  from the store, and only while the session row exists, is unrevoked, is unexpired (``expires_at`` = sign-in +
+  ``session_max_age``, not extended by activity) and its reviewer still holds the token it was opened with.
+  Anything else is treated as signed out: the browser is sent to the sign-in page.
+* Sign-out (``POST /signout``) revokes the session row and deletes the cookie, so a copy of the cookie replayed
+  later is refused. Re-issuing a reviewer's token (``add_reviewer``) or removing the reviewer
+  (``remove_reviewer``) revokes all their sessions. Sessions live in the store, so they survive restarts and are
+  shared by several app processes (keep ``session_secret`` across restarts).
+* CSRF: every form carries the cookie's CSRF token (a double check on top of SameSite=Strict), compared in constant
+  time. A cookie whose session has ended keeps its CSRF token until it expires, so the sign-out button on a page
+  from a revoked session still works. Cookies in the format before ``sid`` existed are treated as signed out.
+
 Decisions store ``reviewer_hash(reviewer_id)``, never the raw id.
 
 Routes: ``GET /`` (sign-in form, or every batch's progress with a per-slice table), ``POST /signin``,
@@ -137,6 +156,10 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+COOKIE_FIELDS = ("sid", "csrf", "iat")
+"""What the session cookie carries (the reviewer is looked up in the store from ``sid``)."""
+
+
 def create_app(store: ReviewStore, reviewer_hash: Callable[[str], str], session_secret: bytes, *,
                secure_cookies: bool = False, session_max_age: int = 12 * 3600,
                lease_seconds: float = 600) -> Starlette:
@@ -148,7 +171,7 @@ def create_app(store: ReviewStore, reviewer_hash: Callable[[str], str], session_
             ``functools.partial(synqa_dagster.lineage.keys.hmac_id, secret)``).
         session_secret: key signing the session cookies (>= 16 bytes; keep it across restarts to keep sessions).
         secure_cookies: mark the cookie Secure (set it when served over HTTPS).
-        session_max_age: seconds a sign-in lasts.
+        session_max_age: seconds a sign-in lasts (both the cookie's ``iat`` and the stored session expire then).
         lease_seconds: how long an item shown to a reviewer stays reserved for them.
 
     Returns:
@@ -169,15 +192,26 @@ def create_app(store: ReviewStore, reviewer_hash: Callable[[str], str], session_
         return response
 
     def _set_cookie(response: Response, session: dict) -> None:
-        response.set_cookie(COOKIE_NAME, signer.dumps(session), max_age=session_max_age, path="/", httponly=True,
+        cookie = {key: session[key] for key in COOKIE_FIELDS if key in session}
+        response.set_cookie(COOKIE_NAME, signer.dumps(cookie), max_age=session_max_age, path="/", httponly=True,
                             samesite="strict", secure=secure_cookies)
 
-    def load_session(request: Request) -> dict:
-        session = signer.loads(request.cookies.get(COOKIE_NAME))
-        if session is None or not isinstance(session.get("csrf"), str):
-            session = {"csrf": secrets.token_urlsafe(32)}
-        if session.get("reviewer") and not store.token_is_current(str(session["reviewer"]), str(session.get("tok", ""))):
-            session = {"csrf": secrets.token_urlsafe(32)}  # the token was re-issued or revoked: signed out
+    async def load_session(request: Request) -> dict:
+        """The request's session: ``{"csrf", "iat"}``, plus ``sid`` and ``reviewer`` while signed in.
+
+        A missing, tampered, expired or malformed cookie gives a fresh anonymous session. A valid cookie whose
+        ``sid`` is no longer a live session (signed out, revoked, expired, reviewer removed or re-issued) keeps
+        only its CSRF token and issue time: signed out.
+        """
+        data = signer.loads(request.cookies.get(COOKIE_NAME))
+        if data is None or not isinstance(data.get("csrf"), str) or not data["csrf"]:
+            return {"csrf": secrets.token_urlsafe(32)}
+        session = {"csrf": data["csrf"], "iat": data["iat"]}
+        sid = data.get("sid")
+        if isinstance(sid, str) and sid:
+            reviewer = await run_in_threadpool(store.session_reviewer, sid)
+            if reviewer is not None:
+                session.update(sid=sid, reviewer=reviewer)
         return session
 
     async def read_form(request: Request, session: dict) -> Any:
@@ -194,30 +228,37 @@ def create_app(store: ReviewStore, reviewer_hash: Callable[[str], str], session_
         return response
 
     async def home(request: Request) -> Response:
-        session = load_session(request)
+        session = await load_session(request)
         if not session.get("reviewer"):
             return render(request, session, "signin.html")
         batches = await run_in_threadpool(_batch_overview, store)
         return render(request, session, "home.html", batches=batches)
 
     async def signin(request: Request) -> Response:
-        session = load_session(request)
+        session = await load_session(request)
         form = await read_form(request, session)
         token = form.get("token")
-        reviewer = await run_in_threadpool(store.reviewer_for_token, token if isinstance(token, str) else "")
-        if reviewer is None:
+        opened = await run_in_threadpool(store.open_session, token if isinstance(token, str) else "",
+                                         session_max_age)
+        if opened is None:
             return render(request, session, "message.html", status=401, title="Sign-in failed",
                           message="That token is not valid.")
-        return redirect(request, "/", {"reviewer": reviewer, "tok": hashlib.sha256(token.encode("utf-8")).hexdigest(),
-                                       "csrf": secrets.token_urlsafe(32)})
+        if session.get("sid"):  # signing in again (maybe as someone else) ends the session this browser had
+            await run_in_threadpool(store.revoke_session, session["sid"])
+        _, sid = opened
+        return redirect(request, "/", {"sid": sid, "csrf": secrets.token_urlsafe(32)})
 
     async def signout(request: Request) -> Response:
-        session = load_session(request)
+        session = await load_session(request)
         await read_form(request, session)
-        return redirect(request, "/", {"csrf": secrets.token_urlsafe(32)})
+        if session.get("sid"):
+            await run_in_threadpool(store.revoke_session, session["sid"])
+        response = redirect(request, "/")
+        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=secure_cookies)
+        return response
 
     async def review(request: Request) -> Response:
-        session = load_session(request)
+        session = await load_session(request)
         if not session.get("reviewer"):
             return redirect(request, "/", session)
         batch = request.path_params["batch"]
@@ -232,7 +273,7 @@ def create_app(store: ReviewStore, reviewer_hash: Callable[[str], str], session_
                       **_item_view(item))
 
     async def decide(request: Request) -> Response:
-        session = load_session(request)
+        session = await load_session(request)
         if not session.get("reviewer"):
             return redirect(request, "/", session)
         form = await read_form(request, session)
@@ -258,7 +299,7 @@ def create_app(store: ReviewStore, reviewer_hash: Callable[[str], str], session_
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         detail = getattr(exc, "detail", "") or "Error"
-        session = load_session(request)
+        session = await load_session(request)
         return render(request, session, "message.html", status=status, title=f"Error {status}", message=detail)
 
     routes = [

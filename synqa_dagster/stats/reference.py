@@ -3,8 +3,9 @@
 Input: JSONL / CSV / Parquet with ``text``, ``label``, ``locale`` and an id column (``message_id``, ``seed_id``,
 ``row_id`` or ``id``; the line number when absent), optional ``taxonomy_version`` and any extra columns (e.g.
 ``channel``, kept). Validation reuses :func:`synqa_dagster.corpus.seeds.read_rows` and the seed corpus's
-great-expectations suite (non-null, unique ids, text lengths, labels in the taxonomy, locale format); any problem
-raises :class:`ReferenceCorpusError` naming the file, the line and the field. Labels are carried to the target
+great-expectations suite (non-null, unique ids, text lengths, labels in the taxonomy, locale format) and rejects
+whitespace-only texts and ids; any problem (a file that is not UTF-8 included) raises :class:`ReferenceCorpusError`
+(an :class:`~synqa_dagster.errors.InputError`) naming the file, the line and the field. Labels are carried to the target
 taxonomy version through the taxonomy's explicit mappings, into ``intent``.
 """
 
@@ -16,7 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from synqa_dagster.common import file_hash
-from synqa_dagster.corpus.seeds import SeedCorpusError, read_rows, validate_with_great_expectations, validation_report
+from synqa_dagster.corpus.seeds import (
+    SeedCorpusError, blank_problems, read_rows, validate_with_great_expectations, validation_report,
+)
 from synqa_dagster.corpus.taxonomy import TaxonomyError, label_mapping, load_taxonomy
 
 ID_COLUMNS = ("message_id", "seed_id", "row_id", "id")
@@ -58,7 +61,7 @@ def load_reference_corpus(
     try:
         frame = read_rows(path)
     except SeedCorpusError as exc:
-        raise ReferenceCorpusError(str(exc)) from exc
+        raise ReferenceCorpusError(str(exc)) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ReferenceCorpusError(f"{path}: line 1: missing required field(s) {missing} (columns: {sorted(frame.columns)})")
@@ -84,12 +87,14 @@ def load_reference_corpus(
             # The seed corpus's suite, with the id column in seed_id's place; messages name the real field.
             view = group.assign(seed_id=group["_ref_id"])[["seed_id", "label", "text", "locale", "line"]].reset_index(drop=True)
             found = validate_with_great_expectations(view, path, load_taxonomy(taxonomy_dir, str(version)), min_chars, max_chars)
-            problems += [p.replace("field seed_id", f"field {id_column or 'line'}") for p in found]
+            found = [p.replace("field seed_id", f"field {id_column or 'line'}") for p in found]
+            found += blank_problems(group, path, {"text": "text", **({id_column: id_column} if id_column else {})})
+            problems += found
             if not found:
                 mapping = label_mapping(taxonomy_dir, str(version), target)
                 parts.append(group.assign(intent=group["label"].map(mapping)))
     except TaxonomyError as exc:
-        raise ReferenceCorpusError(f"{path}: {exc}") from exc
+        raise ReferenceCorpusError(f"{path}: {exc}") from None
     if problems:
         raise ReferenceCorpusError(validation_report("reference corpus", problems))
 

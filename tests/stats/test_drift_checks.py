@@ -110,7 +110,10 @@ def test_drifting_batch_is_returned_to_synthesis(demo_split, tmp_path):
         assert column in table
     assert meta["histogram_chars"].value.startswith("![chars")
     assert "data:image/png;base64," in meta["histogram_chars"].value
-    assert (storage / "drift_findings" / "batch=2026-11-02" / "drift_chars.png").read_bytes()[:4] == b"\x89PNG"
+    # the blocking ERROR failed the run, so it was rolled back: its findings (and their PNGs) are in the run's
+    # metadata in the UI, and nothing of the drifting batch was published
+    assert not (storage / "drift_findings" / "batch=2026-11-02").exists()
+    assert not (storage / "contamination_gate" / "batch=2026-11-02").exists()
     assert not evals["politeness_skew"].passed  # WARN-level screen flags the over-politeness too
     assert evals["politeness_skew"].severity == dg.AssetCheckSeverity.WARN
     assert "accepted_dataset" not in materialized  # the blocking ERROR stopped the batch
