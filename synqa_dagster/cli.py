@@ -77,14 +77,28 @@ def _refused(exc: Exception) -> int:
     return 2
 
 
+def _run_with_summary(defs, job, instance, batch: str):
+    """Run ``job`` for ``batch`` and print the one-screen summary (a failed run's says it was rolled back);
+    returns the result, or None when another run holds the batch (the refusal is printed)."""
+    from synqa_dagster.summary import batch_summary
+    from synqa_dagster.transaction import BatchBusy
+
+    try:
+        result, seconds = run_batch(job, instance, batch)
+    except BatchBusy as exc:
+        _refused(exc)
+        return None
+    print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations(),
+                        failed_run=None if result.success else result.run_id))
+    return result
+
+
 def _batch_range(partitions) -> str:
     keys = partitions.get_partition_keys()
     return f"{keys[0]} .. {keys[-1]}" if keys else "none yet"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from synqa_dagster.summary import batch_summary
-
     defs, job, recipe, instance = _context(args)
     partitions = job.partitions_def
     batch = args.batch or partitions.get_last_partition_key()
@@ -93,14 +107,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
     print(f"synqa demo: recipe {recipe.name} v{recipe.version} (hash {recipe.content_hash()}), batch {batch}")
     print(f"            instance {os.environ['DAGSTER_HOME']}; generator {recipe.generator.backend}/{recipe.generator.model}")
-    from synqa_dagster.transaction import BatchBusy
-
-    try:
-        result, seconds = run_batch(job, instance, batch)
-    except BatchBusy as exc:
-        return _refused(exc)
-    print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations(),
-                        failed_run=None if result.success else result.run_id))
+    result = _run_with_summary(defs, job, instance, batch)
+    if result is None:
+        return 2
     if not result.success:
         print("\nthe batch run FAILED and was rolled back; see the log above or the run in the Dagster UI (make ui)",
               file=sys.stderr)
@@ -193,7 +202,6 @@ def cmd_apply_review(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from synqa_dagster.definitions import REVIEW_JOB
-    from synqa_dagster.summary import batch_summary
 
     defs, job, _, instance = _context(args)
     review_job = defs.resolve_job_def(REVIEW_JOB)
@@ -201,14 +209,9 @@ def cmd_apply_review(args: argparse.Namespace) -> int:
     if batch is None or not job.partitions_def.has_partition_key(batch):
         print(f"unknown batch {batch!r}: batches are {_batch_range(job.partitions_def)}", file=sys.stderr)
         return 2
-    from synqa_dagster.transaction import BatchBusy
-
-    try:
-        result, seconds = run_batch(review_job, instance, batch)
-    except BatchBusy as exc:
-        return _refused(exc)
-    print(batch_summary(defs, batch, seconds, result.get_asset_check_evaluations(),
-                        failed_run=None if result.success else result.run_id))
+    result = _run_with_summary(defs, review_job, instance, batch)
+    if result is None:
+        return 2
     human = [dg.AssetKey(s.asset) for s in STAGES if not s.automatic]
     if result.success and not any(e.asset_key in human for e in result.get_asset_materialization_events()):
         print(f"\nbatch {batch} is HELD: its review sample is not complete and its deadline has not passed "

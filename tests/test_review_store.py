@@ -363,6 +363,7 @@ def test_csv_round_trip_keeps_hostile_text_as_data(store: ReviewStore, tmp_path:
     path = tmp_path / "out" / "review.csv"
     assert export_csv(store, BATCH, path) == len(items) - 1
     assert not [p for p in path.parent.iterdir() if p.name != path.name]  # no temp file left behind
+    assert path.stat().st_mode & 0o777 == 0o600  # the export holds sampled rows: owner-only
     header, rows = _read_csv(path)
     assert header[:4] == ["batch", "row_id", "sample_version", "slice_key"]
     assert header[-4:] == ["verdict", "reason_category", "reason_text", "reviewer_id"]

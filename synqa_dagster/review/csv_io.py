@@ -111,7 +111,10 @@ def export_csv(store: ReviewStore, batch: str, path: str | os.PathLike[str]) -> 
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(temp, "w", encoding=ENCODING, newline="") as handle:
+        # owner-only whatever the umask: the export holds the sample's rows and the batch's review state
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)
+        with open(fd, "w", encoding=ENCODING, newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             for row in rows:
