@@ -743,15 +743,8 @@ def _prepare_private_database(path: Path) -> None:
     if not folder.exists():
         folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is subject to the umask
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    except FileExistsError:
-        pass  # an existing database (or another process created it a moment ago): tightened below
-    else:
-        try:
-            os.fchmod(fd, PRIVATE_FILE_MODE)
-        finally:
-            os.close(fd)
+    # create it before SQLite does (an existing database is kept); the umask may widen the mode: tightened below
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
     for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)):
         _tighten_to_owner_only(candidate)
 
