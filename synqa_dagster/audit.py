@@ -59,6 +59,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from synqa_dagster.config import ConfigError, GateConfig, load_gate_config
+from synqa_dagster.corpus.real import real_rows
 from synqa_dagster.funnel import funnel_table
 from synqa_dagster.gates.base import Gate, GateResult, decision_table, rejects, survivors
 from synqa_dagster.common import atomic_write, file_sha256, jsonable
@@ -67,7 +68,7 @@ from synqa_dagster.errors import InputError, describe_validation_error
 from synqa_dagster.gates.eval_sets import EvalSetError, EvalSetSpec
 from synqa_dagster.canaries import summarize as summarize_canaries
 from synqa_dagster.stages import (
-    EMBEDDINGS, PRIOR_INDEX, STAGES, GateStage, census, earlier_drops, measured_quality, run_canaries,
+    EMBEDDINGS, PRIOR_INDEX, REAL_ROWS, STAGES, GateStage, census, earlier_drops, measured_quality, run_canaries,
 )
 
 TECHNIQUE = "external"
@@ -420,18 +421,9 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def concat_results(name: str, results: list[GateResult]) -> GateResult:
     """One :class:`GateResult` from the results of consecutive row chunks (metrics: the chunk count)."""
-    if not results:
-        return GateResult.all_kept(name, 0)
     if len(results) == 1:
         return results[0]
-    return GateResult(
-        gate=name,
-        keep=np.concatenate([r.keep for r in results]),
-        category=[c for r in results for c in r.category],
-        reason=[c for r in results for c in r.reason],
-        score=np.concatenate([r.score for r in results]),
-        metrics={"chunks": len(results)},
-    )
+    return GateResult.concat(name, results, metrics={"chunks": len(results)})
 
 
 def evaluate_chunked(gate: Gate, rows: pd.DataFrame, chunk_rows: int, show_progress: bool,
@@ -508,10 +500,12 @@ class _AuditEnvironment:
 
 def run_gates(rows: pd.DataFrame, gate_config: GateConfig, eval_sets: Any, columns: ColumnMap,
               show_progress: bool, chunk_rows: int = DEFAULT_CHUNK_ROWS, stages: Sequence[GateStage] = STAGES,
-              embeddings: bool | None = None) -> _Run:
+              embeddings: bool | None = None, real: pd.DataFrame | None = None) -> _Run:
     """Every audited stage of the registry in funnel order on ``rows`` (each on the previous survivors), the same
     stages the Dagster funnel runs; returns the decision tables. Stage inputs: ``embeddings`` are computed here
-    (once, for the rows reaching the first stage that needs them); ``prior`` is None (no earlier batches).
+    (once, for the rows reaching the first stage that needs them); ``prior`` is None (no earlier batches);
+    ``real`` is the audit's real data (:func:`synqa_dagster.corpus.real.real_rows` of the ``--reference`` rows;
+    None: the memorisation gate has nothing to compare with and keeps every row, saying so in its metrics).
     ``eval_sets``: see :func:`eval_set_specs`; ``embeddings``: False switches the embedding rule off (None: the
     gate config's ``contamination.use_embeddings`` decides)."""
     from synqa_dagster.embedding import embedder_for
@@ -558,6 +552,8 @@ def run_gates(rows: pd.DataFrame, gate_config: GateConfig, eval_sets: Any, colum
             arrays[EMBEDDINGS] = vectors_for(current, run.embeddings, dim=run.embedder.dim if not len(current) else None)
         if PRIOR_INDEX in s.inputs:
             kwargs[PRIOR_INDEX] = None
+        if REAL_ROWS in s.inputs:
+            kwargs[REAL_ROWS] = real
 
         def evaluate(s=s, gate=gate, current=current, arrays=arrays, kwargs=kwargs) -> pd.DataFrame:
             if s.per_row:
@@ -709,8 +705,10 @@ def run_audit(
     candidates = candidate_rows(frame, columns, dataset, batch)
     del frame
     ref = reference_rows(Path(reference), columns) if reference is not None else None
+    real = real_rows(reference=ref.assign(row_id=[f"line-{i + 1}" for i in range(len(ref))])) if ref is not None else None
 
-    run = run_gates(candidates, gate_config, eval_sets, columns, show_progress, chunk_rows, stages=stages, embeddings=embeddings)
+    run = run_gates(candidates, gate_config, eval_sets, columns, show_progress, chunk_rows, stages=stages,
+                    embeddings=embeddings, real=real)
     names = user_column_names(columns)
     run.tables = {k: _user_reasons(t, names) for k, t in run.tables.items()}  # reasons name the user's columns
     accepted, log = build_outputs(run, candidates)
@@ -723,7 +721,7 @@ def run_audit(
     env = _AuditEnvironment(run)
     audited = list(run.stages.values())
     census_tables = run.timed("census", lambda: audit_census(run, audited, show_progress))
-    canary_rows = run.timed("canaries", lambda: run_canaries(batch, gate_config, env, audited, gates=run.gates))
+    canary_rows = run.timed("canaries", lambda: run_canaries(batch, gate_config, env, audited, gates=run.gates, real=real))
     canary_summary = summarize_canaries(canary_rows, gate_config.canaries) if len(canary_rows) else pd.DataFrame()
     measured = run.timed("measured", lambda: measured_quality(gate_config, env, audited, gates=run.gates))
     slices = audit_slices(run, candidates, log, gate_config, severity)
@@ -798,6 +796,7 @@ def run_audit(
             path=str(reference), sha256=summary["reference"]["sha256"], rows=len(ref),
             origin="supplied by the auditor as real data (not verified by synqa)"),
         gates=gates, contamination=contamination, drift=drift, drift_note=drift_note,
+        privacy=cards.privacy_facts(run.tables, gate_config, len(ref) if ref is not None else 0),
         canaries=canary_facts, measured=measured_facts, checks=check_facts, slices=slices,
         severity_profile=f"{profile}" + (f" (differs from the gate config for: "
                                          + ", ".join(f"{c} {v}" for c, v in changed.items()) + ")" if changed else " (as the gate config)"),

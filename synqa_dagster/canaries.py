@@ -26,7 +26,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from synqa_dagster.common import stable_int
-from synqa_dagster.gates.base import Gate, decision_table
+from synqa_dagster.gates.base import Gate, GateResult, decision_table, edits_column
 
 DROP, KEEP = "drop", "keep"
 #: Columns of a planted set (on top of what the gate reads: ``text``, ``instruction``, ``response``...).
@@ -53,9 +53,9 @@ class CanaryConfig(BaseModel):
     per_kind: int = Field(4, ge=1, le=100)
     seed: int = 7
     min_recall: dict[str, float] = Field(default_factory=lambda: {
-        "quality": 1.0, "dedup": 1.0, "toxicity": 0.75, "contamination": 0.9})
+        "pii": 1.0, "quality": 1.0, "dedup": 1.0, "toxicity": 0.75, "contamination": 0.9, "memorisation": 1.0})
     max_false_positive_rate: dict[str, float] = Field(default_factory=lambda: {
-        "quality": 0.0, "dedup": 0.0, "toxicity": 0.125, "contamination": 0.0})
+        "pii": 0.0, "quality": 0.0, "dedup": 0.0, "toxicity": 0.125, "contamination": 0.0, "memorisation": 0.0})
     severity: str = Field("ERROR", pattern="^(ERROR|WARN)$")
 
 
@@ -240,22 +240,123 @@ def plant_contamination(batch: str, config: CanaryConfig, gate: Gate | None = No
 
 
 def measure(gate: Gate, planted: CanarySet, **inputs: Any) -> pd.DataFrame:
-    """Run ``gate`` on the planted rows; one row per planted row with whether it was dropped (:data:`RESULT_COLUMNS`)."""
+    """Run ``gate`` on the planted rows; one row per planted row with whether it was caught (:data:`RESULT_COLUMNS`).
+
+    ``dropped`` is True where the gate dropped the row — or, for a gate that rewrites rows (PII redaction),
+    rewrote it: a redacted e-mail address is caught, though the row itself is kept."""
     rows = planted.rows
     if not len(rows):
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
-    table = decision_table(rows, gate.evaluate(rows.reset_index(drop=True), **inputs))
+    result = gate.evaluate(rows.reset_index(drop=True), **inputs)
+    table = decision_table(rows, result)
+    caught = ~table["kept"].astype(bool)
+    if result.rewrites is not None:
+        caught |= table[edits_column(result.gate)].notna().to_numpy()
     return pd.DataFrame({
         "gate": planted.gate,
         "row_id": table["row_id"],
         "canary_kind": table["canary_kind"],
         "expected": table["expected"],
         "detail": table["detail"].astype(str),
-        "dropped": ~table["kept"].astype(bool),
+        "dropped": caught,
         "reject_category": table["reject_category"],
-        "reject_reason": table["reject_reason"],
+        "reject_reason": table["reject_reason"].where(table["reject_reason"].notna(), _edits_summary(table, result)),
         "score": table[f"score_{gate.name}"].astype(float),
     })
+
+
+def _edits_summary(table: pd.DataFrame, result: GateResult) -> pd.Series:
+    """``redacted: email, phone`` for rewritten rows (the reason a kept, rewritten canary shows), else NA."""
+    if result.rewrites is None:
+        return pd.Series(pd.NA, index=table.index, dtype="string")
+    out = [pd.NA] * len(table)
+    for i, edits in (result.edits or {}).items():
+        kinds = sorted({str(e.get("kind")) for e in edits})
+        out[i] = "redacted: " + ", ".join(kinds)
+    return pd.Series(pd.array(out, dtype="string"), index=table.index)
+
+
+# -------------------------------------------------------------------------------------------- privacy gates
+# Fake personal data, made for synqa with reserved / documentation ranges where they exist (RFC 2606 domains,
+# RFC 5737 addresses, Ofcom's drama numbers 07700 900xxx, NANP 555-01xx) and valid check digits.
+
+
+def _luhn_complete(prefix: str, length: int, rng: np.random.Generator) -> str:
+    digits = [int(c) for c in prefix] + [int(d) for d in rng.integers(0, 10, size=length - len(prefix) - 1)]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        d = d * 2 if i % 2 == 0 else d
+        total += d - 9 if d > 9 else d
+    return "".join(map(str, digits + [(10 - total % 10) % 10]))
+
+
+def _iban(country: str, bban: str) -> str:
+    rearranged = bban + country + "00"
+    number = int("".join(str(int(c, 36)) for c in rearranged))
+    return f"{country}{98 - number % 97:02d}{bban}"
+
+
+def _pii_values(rng: np.random.Generator) -> dict[str, list[str]]:
+    first = ["Priya", "Tomasz", "Aoife", "Marcus", "Ines", "Kwame", "Sofia", "Dmitri"]
+    last = ["Shah", "Nowak", "Byrne", "Okafor", "Almeida", "Mensah", "Rossi", "Volkov"]
+    n1, n2 = _pick(first, 1, rng)[0], _pick(last, 1, rng)[0]
+    digits = "".join(map(str, rng.integers(0, 10, size=8)))
+    visa = _luhn_complete("4242", 16, rng)
+    return {
+        "email": [f"{n1.lower()}.{n2.lower()}{digits[:2]}@example.com", f"{n2.lower()}_{digits[:3]}@mail.example.org"],
+        "phone": [f"+44 7700 900{digits[:3]}", f"(415) 555-01{digits[:2]}", f"+49 30 901820{digits[:2]}"],
+        "payment_card": [" ".join(visa[i:i + 4] for i in range(0, 16, 4)), _luhn_complete("5555", 16, rng)],
+        "iban": [_iban("GB", "WEST" + "".join(map(str, rng.integers(0, 10, size=14)))),
+                 _iban("DE", "".join(map(str, rng.integers(0, 10, size=18))))],
+        "street_address": [f"{int(digits[:2]) + 1} Acacia Avenue, Leeds LS6 2AB", f"{int(digits[2:5]) + 10} Maple Street, Springfield, IL 62704"],
+        "ip_address": [f"203.0.113.{int(digits[:2]) + 1}", f"2001:db8::{digits[:4]}"],
+        "account_id": [f"LK-{digits[:5]}", f"LK-{digits[3:8]}"],
+        "person_name": [f"{n1} {n2}"],
+    }
+
+
+_PII_TEMPLATES = {
+    "email": ("Please send the receipt to {v} instead of my old address.", "Of course — the receipt is on its way."),
+    "phone": ("You can call me back on {v} after six.", "Thanks, we will call you this evening."),
+    "payment_card": ("I was charged twice on card {v}, can you refund one?", "Sorry about that; the duplicate is being refunded."),
+    "iban": ("Please refund to my bank account {v} rather than the card.", "We can only refund to the original payment method."),
+    "street_address": ("My Hub was delivered to the wrong house, I live at {v}.", "Sorry! We will arrange a courier collection."),
+    "ip_address": ("The app says my login from {v} was blocked, that was me.", "Thanks for confirming; we have unblocked it."),
+    "account_id": ("Where is my order {v}? It was due on Monday.", "It left the depot today and should arrive tomorrow."),
+    "person_name": ("Hi, my name is {v} and I cannot sign in to the app.", "Sorry to hear that — let's reset your password."),
+}
+
+
+def plant_pii(batch: str, config: CanaryConfig, gate: Gate | None = None) -> CanarySet:
+    """Support messages carrying fake personal data of every kind the gate does not allow — e-mail, phone,
+    Luhn-valid card, checksum-valid IBAN, street address, IP, order id, a name in customer context — which it must
+    catch (reject or redact), and ordinary exchanges with prices, dates, versions and plan names (keep)."""
+    rng = _rng(batch, "pii", config)
+    actions = dict(getattr(getattr(gate, "config", None), "actions", {}) or {})
+    records = _benign_records(config.per_kind, rng)
+    records += [{"kind": "look_alike", "expected": KEEP, "instruction": q, "response": a} for q, a in _pick((
+        ("Is the Plus plan still £9.99 a month after 12 March 2026?", "Yes, Plus stays at £9.99 until your renewal date."),
+        ("My Hub is on firmware 2.4.1, should I update to 2.5.0?", "Yes — 2.5.0 fixes the Wi-Fi drop; it takes about 5 minutes."),
+        ("I paid 24.50 for 3 months, why does it show 4 charges?", "Three are monthly charges and one is a refunded authorisation."),
+    ), config.per_kind, rng)]
+    for kind, (question, answer) in _PII_TEMPLATES.items():
+        if actions.get(kind) == "allow":
+            continue
+        for i in range(config.per_kind):
+            value = _pick(_pii_values(rng)[kind], 1, rng)[0]
+            records.append({"kind": kind, "expected": DROP, "instruction": question.format(v=value), "response": answer,
+                            "detail": f"planted {kind}"})
+    return CanarySet("pii", _frame("pii", records))
+
+
+def plant_memorisation(batch: str, config: CanaryConfig, gate: Gate | None = None, real: pd.DataFrame | None = None) -> CanarySet:
+    """Copies of the batch's real rows (verbatim inside a longer answer, near-copies with light edits: drop) and
+    same-topic rows that copy nothing (keep): :func:`synqa_dagster.gates.memorisation.plant_memorisation`."""
+    from synqa_dagster.gates.memorisation import plant_memorisation as plant
+
+    rng = _rng(batch, "memorisation", config)
+    records = plant(real if real is not None else pd.DataFrame(columns=["source_id", "text"]), rng, config.per_kind)
+    return CanarySet("memorisation", _frame("memorisation", records))
 
 
 def summarize(results: pd.DataFrame, config: CanaryConfig) -> pd.DataFrame:

@@ -29,10 +29,13 @@ from synqa_dagster.embedding import EmbeddingConfig
 from synqa_dagster.errors import InputError, non_blank, read_text_strict, validation_error, yaml_error
 from synqa_dagster.gates.contamination import ContaminationGateConfig
 from synqa_dagster.gates.dedup import DedupGateConfig
+from synqa_dagster.gates.memorisation import MemorisationGateConfig
+from synqa_dagster.gates.pii import PiiGateConfig
 from synqa_dagster.gates.quality import QualityGateConfig
 from synqa_dagster.gates.toxicity import ToxicityGateConfig
 from synqa_dagster.generation.techniques import TECHNIQUES, techniques_model
 from synqa_dagster.paths import DEFAULT_GATES, DEFAULT_RECIPE, resolve_path
+from synqa_dagster.review.agreement import AgreementConfig
 from synqa_dagster.review.sampling import ReviewSamplingConfig
 from synqa_dagster.stats.config import DriftConfig
 
@@ -249,10 +252,14 @@ class ReviewConfig(StrictModel):
         deadline_hours: hours after the batch window closes at which the batch is decided on the decisions made so
             far (null: no deadline).
         app_url: where reviewers find the review web app (shown in the Dagster UI).
+        agreement: the share of the sample a second, independent reviewer judges, and what a disagreement means
+            (third reviewer or defect); Cohen's kappa per batch and reviewer pair
+            (:class:`synqa_dagster.review.agreement.AgreementConfig`).
     """
 
     enabled: bool = True
     sampling: ReviewSamplingConfig = Field(default_factory=ReviewSamplingConfig)
+    agreement: AgreementConfig = Field(default_factory=AgreementConfig)
     block_until_complete: bool = False
     deadline_hours: float | None = Field(72.0, gt=0)
     app_url: NonBlankStr = "http://127.0.0.1:8765"
@@ -296,7 +303,8 @@ class GateConfig(StrictModel):
 
     Attributes:
         version: free-text version of this config.
-        quality / dedup / toxicity / contamination: each gate's own pydantic config (see ``synqa_dagster.gates``).
+        pii / quality / dedup / toxicity / contamination / memorisation: each gate's own pydantic config, in funnel
+            order (see ``synqa_dagster.gates``).
         drift: the drift, diversity and bias checks on the accepted candidates (see ``synqa_dagster.stats``).
         embedding_model_path: sentence-transformers folder for ``candidate_embeddings`` (null = the wheel's MiniLM).
         embedding: the embedding route (:class:`synqa_dagster.embedding.EmbeddingConfig`): ``static_cascade``
@@ -308,10 +316,12 @@ class GateConfig(StrictModel):
     """
 
     version: NonBlankStr = "1"
+    pii: PiiGateConfig = Field(default_factory=PiiGateConfig)
     quality: QualityGateConfig = Field(default_factory=QualityGateConfig)
     dedup: DedupGateConfig = Field(default_factory=DedupGateConfig)
     toxicity: ToxicityGateConfig = Field(default_factory=ToxicityGateConfig)
     contamination: ContaminationGateConfig = Field(default_factory=ContaminationGateConfig)
+    memorisation: MemorisationGateConfig = Field(default_factory=MemorisationGateConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     embedding_model_path: NonBlankStr | None = None
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)

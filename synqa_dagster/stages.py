@@ -31,7 +31,9 @@ from synqa_dagster.gates.base import Gate
 #: Extra inputs a stage's ``evaluate`` may declare (the keyword it receives).
 PRIOR_INDEX = "prior"          # the dedup index of every batch accepted before this one (None in an audit)
 EMBEDDINGS = "embeddings"      # one vector per row, aligned with the rows (the shared candidate_embeddings)
-KNOWN_INPUTS = (PRIOR_INDEX, EMBEDDINGS)
+REAL_ROWS = "real"             # the real rows the batch is grounded on: seed corpus + reference sample
+#                                (synqa_dagster.corpus.real.real_rows; an audit: its --reference rows)
+KNOWN_INPUTS = (PRIOR_INDEX, EMBEDDINGS, REAL_ROWS)
 
 #: Per-batch tables around the gates (asset names).
 SEED_CORPUS = "seed_corpus"
@@ -67,7 +69,7 @@ class GateStage:
         config_section: dotted attribute path of its config on :class:`~synqa_dagster.config.GateConfig`.
         make_gate: ``(section config, environment) -> Gate``; None for a stage whose assets are built by hand
             (human review needs the review store and sensor, see ``synqa_dagster.assets.review``).
-        inputs: extra keyword inputs of ``evaluate`` (:data:`KNOWN_INPUTS`).
+        inputs: extra keyword inputs of ``evaluate`` (:data:`KNOWN_INPUTS`): ``prior``, ``embeddings``, ``real``.
         automatic: False for the human stage (it runs after the drift findings, on a sample reviewers decide).
         in_audit: ``synqa audit`` runs it on outside data.
         per_row: decisions depend on one row only, so the audit may evaluate it chunk by chunk (dedup needs the
@@ -124,6 +126,25 @@ class GateStage:
 # Gates that hold heavy state (a trained scorer, an embedded eval index) are built once per configuration.
 
 
+@lru_cache(maxsize=8)
+def _built_once(module: str, gate_class: str, config_class: str, config_json: str) -> Gate:
+    """``synqa_dagster.gates.<module>.<gate_class>(<config_class>(config))``, built once per configuration."""
+    import importlib
+
+    mod = importlib.import_module(f"synqa_dagster.gates.{module}")
+    return getattr(mod, gate_class)(getattr(mod, config_class).model_validate(json.loads(config_json)))
+
+
+def _pii(config: Any, env: GateEnvironment) -> Gate:
+    return _built_once("pii", "PiiGate", "PiiGateConfig", config.model_dump_json())
+
+
+def _memorisation(config: Any, env: GateEnvironment) -> Gate:
+    from synqa_dagster.gates.memorisation import RealRowsMemorisationGate
+
+    return RealRowsMemorisationGate(config, embedder=env.embedder() if config.use_embeddings else None)
+
+
 def _quality(config: Any, env: GateEnvironment) -> Gate:
     from synqa_dagster.gates.quality import QualityGate
 
@@ -137,14 +158,7 @@ def _dedup(config: Any, env: GateEnvironment) -> Gate:
 
 
 def _toxicity(config: Any, env: GateEnvironment) -> Gate:
-    return _cached_toxicity(config.model_dump_json())
-
-
-@lru_cache(maxsize=4)
-def _cached_toxicity(config_json: str) -> Gate:
-    from synqa_dagster.gates.toxicity import ToxicityGate, ToxicityGateConfig
-
-    return ToxicityGate(ToxicityGateConfig.model_validate(json.loads(config_json)))
+    return _built_once("toxicity", "ToxicityGate", "ToxicityGateConfig", config.model_dump_json())
 
 
 def _contamination(config: Any, env: GateEnvironment) -> Gate:
@@ -161,6 +175,21 @@ def _cached_contamination(config_json: str, embedder: Any) -> Gate:
 # --------------------------------------------------------------------------------------------- the funnel
 
 STAGES: tuple[GateStage, ...] = (
+    GateStage(
+        name="pii",
+        asset="pii_gate",
+        config_section="pii",
+        make_gate=_pii,
+        canaries=planted.plant_pii,
+        describe=lambda c: (
+            "PII, at the door: e-mail addresses, phone numbers, Luhn-valid payment cards, IBANs, street addresses, IP "
+            "addresses, account / order ids and names in customer context, in every text column. Per kind the config "
+            "rejects, redacts (a typed placeholder such as [EMAIL], recorded in lineage) or allows; every later gate, "
+            "the accepted split and the reject log see the redacted row only. The reason names the kind and the span, "
+            "masked."
+        ),
+        asset_metadata=lambda c: {"actions": c.model_dump(mode="json").get("actions", {})},
+    ),
     GateStage(
         name="quality",
         asset="quality_gate",
@@ -221,6 +250,24 @@ STAGES: tuple[GateStage, ...] = (
         asset_metadata=lambda c: {
             "eval_sets": [s.name for s in c.eval_sets], "ngram_size": c.ngram_size, "embedding_threshold": c.embedding_threshold,
         },
+    ),
+    GateStage(
+        name="memorisation",
+        asset="memorisation_gate",
+        config_section="memorisation",
+        make_gate=_memorisation,
+        canaries=planted.plant_memorisation,
+        inputs=(EMBEDDINGS, REAL_ROWS),
+        per_row=False,  # holds the real-row index for the whole table (in process; it is fast)
+        describe=lambda c: (
+            f"Real-data leakage (memorisation): a row sharing a verbatim span of ≥ {c.min_span_words} words or "
+            f"≥ {c.min_span_chars} characters with any real seed or reference row, or an embedding near-copy of one "
+            f"(cosine ≥ {c.embedding_threshold}), is rejected with the real row's id. Reported apart from eval "
+            "contamination."
+        ),
+        asset_metadata=lambda c: {"min_span_words": c.min_span_words, "min_span_chars": c.min_span_chars,
+                                  "embedding_threshold": c.embedding_threshold, "use_embeddings": c.use_embeddings},
+        audit_note="against the audit's --reference rows (its real data)",
     ),
     GateStage(
         name="human_review",
@@ -399,7 +446,7 @@ def _measured_rows(report: Any) -> list[dict[str, Any]]:
 
 
 def run_canaries(batch: str, gate_config: Any, environment: GateEnvironment, stages: Sequence[GateStage] = STAGES,
-                 gates: dict[str, Gate] | None = None) -> Any:
+                 gates: dict[str, Gate] | None = None, real: Any = None) -> Any:
     """Plant every stage's canaries (:mod:`synqa_dagster.canaries`) and run them through that stage's gate.
 
     ``gates`` (name -> gate) reuses gates already built (the audit builds its own); other gates are built from
@@ -414,14 +461,18 @@ def run_canaries(batch: str, gate_config: Any, environment: GateEnvironment, sta
     for s in stages:
         if s.canaries is None or s.make_gate is None or not config.enabled:
             continue
+        if REAL_ROWS in s.inputs and real is None:
+            continue
         gate = (gates or {}).get(s.name) or s.build(gate_config, environment)
-        canary_set = s.canaries(batch, config, gate)
+        canary_set = s.canaries(batch, config, gate, **({REAL_ROWS: real} if REAL_ROWS in s.inputs else {}))
         inputs: dict[str, Any] = {}
         embedder = environment.embedder() if EMBEDDINGS in s.inputs else None
         if embedder is not None:
             inputs[EMBEDDINGS] = embedder.encode(canary_set.rows["text"].astype(str).tolist())
         if PRIOR_INDEX in s.inputs:
             inputs[PRIOR_INDEX] = None
+        if REAL_ROWS in s.inputs:
+            inputs[REAL_ROWS] = real
         parts.append(planted.measure(gate, canary_set, **inputs))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(planted.RESULT_COLUMNS))
 

@@ -26,8 +26,9 @@ from synqa_dagster.audit import (
 )
 from synqa_dagster.config import load_gate_config
 from synqa_dagster.handover.card import md_escape
+from synqa_dagster.stages import STAGES
 
-GATES = ("quality", "dedup", "toxicity", "contamination")
+GATES = tuple(s.name for s in STAGES if s.in_audit)  # pii, quality, dedup, toxicity, contamination, memorisation
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -36,10 +36,18 @@ def test_dedup_canaries_sit_at_a_known_jaccard():
 
 
 def test_every_automatic_gate_is_measured_on_its_canaries():
+    import pandas as pd
+
+    from synqa_dagster.corpus.real import real_rows
+
     gates = load_gate_config()
-    results = run_canaries("2026-11-02", gates, EmbedderResource())
+    demo = REPO_ROOT / "data" / "demo"
+    real = real_rows(pd.read_json(demo / "seeds.jsonl", lines=True), pd.read_json(demo / "reference_customers.jsonl", lines=True))
+    results = run_canaries("2026-11-02", gates, EmbedderResource(), real=real)
     summary = canaries.summarize(results, gates.canaries).set_index("gate")
     assert set(summary.index) == {s.name for s in STAGES if s.canaries is not None}
+    for name in ("pii", "memorisation"):  # redactions count as caught; copies of real rows are named
+        assert summary.loc[name, "recall"] == 1.0 and summary.loc[name, "false_positive_rate"] == 0.0, summary.loc[name].to_dict()
     for name in ("quality", "dedup", "contamination"):
         assert summary.loc[name, "recall"] == 1.0, (name, summary.loc[name].to_dict())
         assert summary.loc[name, "false_positive_rate"] == 0.0, (name, summary.loc[name].to_dict())
@@ -71,7 +79,7 @@ def test_the_canary_check_stops_a_batch_whose_gate_is_broken(tmp_path, monkeypat
     defs = build_definitions(str(write_recipe(tmp_path / "r.yaml")), str(bad), storage_base=str(tmp_path / "s"))
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [*defs.assets, *defs.asset_checks], selection=dg.AssetSelection.assets("gate_canaries"),
+            [*defs.assets, *defs.asset_checks], selection=dg.AssetSelection.assets("seed_corpus", "reference_corpus", "gate_canaries"),
             partition_key="2026-11-02", resources=defs.resources, instance=instance, raise_on_error=False,
         )
     evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["gate_canary_recall"]

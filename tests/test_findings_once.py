@@ -12,6 +12,7 @@ import json
 
 import dagster as dg
 import pandas as pd
+import yaml
 
 from synqa_dagster.definitions import build_definitions
 from synqa_dagster.stats import findings, probes
@@ -64,8 +65,15 @@ def test_drift_findings_and_reference_probes_are_computed_once_per_batch(tmp_pat
 
     monkeypatch.setattr(probes, "compute_probes", compute)
 
-    defs = build_definitions(str(write_recipe(tmp_path / "r.yaml")), storage_base=str(tmp_path / "storage"),
-                             handover_base=str(tmp_path / "handover"))
+    # the reference sample: the first 300 messages; the candidates are held-out messages 300-360 (a reference that
+    # held them would make every candidate a verbatim copy of real data, which the memorisation gate rejects)
+    lines = (repo_root / "data" / "demo" / "reference_customers.jsonl").read_text().splitlines()
+    (tmp_path / "reference.jsonl").write_text("\n".join(lines[:300]) + "\n")
+    gates = yaml.safe_load((repo_root / "gates" / "default.yaml").read_text())
+    gates["drift"]["reference_path"] = str(tmp_path / "reference.jsonl")
+    (tmp_path / "gates.yaml").write_text(yaml.safe_dump(gates, sort_keys=False))
+    defs = build_definitions(str(write_recipe(tmp_path / "r.yaml")), str(tmp_path / "gates.yaml"),
+                             storage_base=str(tmp_path / "storage"), handover_base=str(tmp_path / "handover"))
     TableStore(str(tmp_path / "storage")).write("generated_candidates", BATCH, _candidates(repo_root))
     with dg.instance_for_test() as instance:
         selection = dg.AssetSelection.all() - dg.AssetSelection.assets("generated_candidates")
@@ -75,6 +83,8 @@ def test_drift_findings_and_reference_probes_are_computed_once_per_batch(tmp_pat
         )
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert {"drift_findings", "handover_pack", "accepted_dataset"} <= materialized, [e.message for e in result.all_events if e.is_failure]
+    accepted = TableStore(str(tmp_path / "storage")).read("accepted_dataset", BATCH)
+    assert len(accepted) >= 40  # the held-out messages are not copies of the reference: most of them ship
     checks = {e.check_name for e in result.get_asset_check_evaluations()}
     assert {"distribution_drift", "diversity_collapse", "identity_term_rates", "intent_coverage", "politeness_skew"} <= checks
     # five checks and the card reported the findings; each was computed exactly once

@@ -158,10 +158,13 @@ def test_a_held_batch_materializes_nothing_and_withdraws_what_an_earlier_run_shi
     batch = "2026-11-20"
     rows = batch_rows()
     tables = TableStore(str(storage))
-    decided = rows.assign(kept=True, gate="contamination", reject_category=pd.Series([None] * len(rows), dtype="string"),
+    from synqa_dagster.stages import last_automatic
+
+    last = last_automatic()  # the stage whose survivors the review reads
+    decided = rows.assign(kept=True, gate=last.name, reject_category=pd.Series([None] * len(rows), dtype="string"),
                           reject_reason=pd.Series([None] * len(rows), dtype="string"), gate_score=float("nan"),
-                          score_contamination=0.1)
-    tables.write("contamination_gate", batch, decided)
+                          **{f"score_{last.name}": 0.1})
+    tables.write(last.asset, batch, decided)
     draw = draw_sample(rows, load_sampling(gates_path), batch)
     sample = draw.rows.assign(sample_version="v1").merge(draw.slices, on="slice_key")
     tables.write("review_queue", batch, sample)

@@ -2,7 +2,7 @@
 
 Machine A is a DagsterInstance built the way every synqa process builds it: DAGSTER_HOME = a folder holding a copy
 of the shipped yaml, ``SYNQA_DAGSTER_PG_*`` = the test server (a fresh schema, chosen with libpq's ``PGOPTIONS``). It materializes part of the real
-synqa funnel (``seed_corpus`` → ``quality_gate`` from ``build_definitions``, over a stored candidates table of
+synqa funnel (``seed_corpus`` → ``pii_gate`` → ``quality_gate`` from ``build_definitions``, over a stored candidates table of
 real customer messages, so no LLM runs) for two batches, queues a third batch through its run coordinator, and
 records schedule and sensor state and ticks. Machine B is a second DagsterInstance with its own DAGSTER_HOME (its
 own copy of the yaml, same URL); it must see all of it: the runs, their event logs, the materializations per
@@ -53,7 +53,7 @@ PG_ENV = ("SYNQA_DAGSTER_PG_HOST", "SYNQA_DAGSTER_PG_PORT", "SYNQA_DAGSTER_PG_DB
           "SYNQA_DAGSTER_PG_PASSWORD")
 BATCHES = ["2026-11-02", "2026-11-03"]
 QUEUED_BATCH = "2026-11-04"
-SELECTION = ["seed_corpus", "quality_gate"]
+SELECTION = ["seed_corpus", "pii_gate", "quality_gate"]
 
 
 def _home(path: Path) -> Path:

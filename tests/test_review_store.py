@@ -285,7 +285,8 @@ def test_record_decision_outcomes(store: ReviewStore):
         assert store.record_decision(BATCH, f"missing-{category}", sample_version="v1", reviewer_hmac="r1",
                                      verdict="reject", reason_category=category, reason_text="why") == "unknown_row"
     assert decide(store, row, "reject", reason_category="other", reason_text=HOSTILE_HTML) == "recorded"
-    assert decide(store, row, "accept") == "already_decided"
+    assert decide(store, row, "accept") == "reviewer_already_decided"  # r1 decided it: nobody decides a row twice
+    assert decide(store, row, "accept", reviewer="r2") == "already_decided"  # single-reviewed: complete after one
     stored = store.decisions(BATCH).iloc[0]
     assert (stored["verdict"], stored["reason_category"], stored["reason_text"]) == ("reject", "other", HOSTILE_HTML)
     decided_at = datetime.fromisoformat(stored["decided_at"])

@@ -232,7 +232,7 @@ def test_dagster_tables_go_through_the_s3_resource(s3_env, tmp_path, monkeypatch
     TableStore(base).write("generated_candidates", BATCH, _candidates(repo_root))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "wrong-key")  # resolved from the EnvVar at run time: the run fails
     with dg.instance_for_test() as instance:
-        selection = dg.AssetSelection.assets("seed_corpus", "quality_gate", "dedup_gate")
+        selection = dg.AssetSelection.assets("seed_corpus", "pii_gate", "quality_gate", "dedup_gate")
         denied = dg.materialize([*defs.assets, *defs.asset_checks], selection=selection, partition_key=BATCH,
                                 resources=defs.resources, instance=instance, raise_on_error=False)
         assert not denied.success

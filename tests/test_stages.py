@@ -117,7 +117,7 @@ def test_the_new_gate_runs_as_an_asset_and_its_rejects_reach_the_reject_log(tmp_
     TableStore(str(storage)).write("generated_candidates", batch, candidates)
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            defs.assets, selection=dg.AssetSelection.assets("quality_gate", "polite_only_gate"),
+            defs.assets, selection=dg.AssetSelection.assets("pii_gate", "quality_gate", "polite_only_gate"),
             partition_key=batch, resources=defs.resources, instance=instance,
         )
     assert result.success
@@ -128,13 +128,14 @@ def test_the_new_gate_runs_as_an_asset_and_its_rejects_reach_the_reject_log(tmp_
     assert "b" in set(dropped["row_id"]) and set(dropped["reject_category"]) == {"impolite"}
 
     # the outputs built from the stage tables name the new gate, in its place in the funnel
-    tables = {s.name: TableStore(str(storage)).read(s.asset, batch) for s in stages[:2]}
+    upto = [s.name for s in stages].index("polite_only") + 1  # every stage up to the new one (pii, quality, polite_only)
+    tables = {s.name: TableStore(str(storage)).read(s.asset, batch) for s in stages[:upto]}
     records, accepted, rejected = lineage_records(candidates.assign(
         taxonomy_version="v2", n_turns=1, generator_id="g", generator_version="1", sampling="{}",
         prompt_template_id="p", response_template_id="r", recipe_hash="h", created_at=batch, conversation=None),
         tables, gate_config_hash="g", seed_corpus_hash="s")
     by_id = {r["row_id"]: r for r in records}
-    assert list(by_id["b"]["gates"]) == ["quality", "polite_only"]
+    assert list(by_id["b"]["gates"]) == [s.name for s in stages[:upto]] and list(by_id["b"]["gates"])[-2:] == ["quality", "polite_only"]
     if by_id["b"]["gates"]["quality"]["result"] == "kept":
         assert by_id["b"]["rejected_by"] == "polite_only"
 

@@ -17,7 +17,8 @@ from synqa_dagster import canaries as planted
 from synqa_dagster.config import GateConfig, Recipe
 from synqa_dagster.metadata import batch_asset_settings, preview_markdown, table_metadata
 from synqa_dagster.resources import EmbedderResource
-from synqa_dagster.stages import CANARIES, CANDIDATES, STAGES, GateStage, run_canaries
+from synqa_dagster.assets.gates import REAL_ROW_ASSETS, batch_real_rows
+from synqa_dagster.stages import CANARIES, CANDIDATES, REAL_ROWS, STAGES, GateStage, run_canaries
 
 GROUP = "gates"
 
@@ -28,12 +29,15 @@ def build_canary_asset(
     """``gate_canaries`` for one recipe + gate config."""
     versions, common = batch_asset_settings(recipe, gates, partitions, GROUP)
     planted_for = [s.name for s in stages if s.canaries is not None and s.automatic]
+    needs_real = any(REAL_ROWS in s.inputs for s in stages if s.canaries is not None and s.automatic)
+    real_ins = {name: dg.AssetIn(name) for name in REAL_ROW_ASSETS} if needs_real else {}
 
     @dg.asset(
         name=CANARIES,
         # after generation: regenerating a batch clears its tables (this one too), and the canaries then
         # measure the gates the new candidates go through
         deps=[CANDIDATES],
+        ins=real_ins,  # the memorisation canaries copy real rows
         kinds={"python", "parquet"},
         description=(
             f"Canaries: seeded known positives and negatives planted for each gate ({', '.join(planted_for)}) and run "
@@ -44,9 +48,10 @@ def build_canary_asset(
         metadata={"min_recall": gates.canaries.min_recall, "max_false_positive_rate": gates.canaries.max_false_positive_rate},
         **common,
     )
-    def gate_canaries(context: dg.AssetExecutionContext, embedder: EmbedderResource):
+    def gate_canaries(context: dg.AssetExecutionContext, embedder: EmbedderResource, **upstream):
         started = time.perf_counter()
-        results = run_canaries(context.partition_key, gates, embedder, stages)
+        real = batch_real_rows(upstream) if needs_real else None
+        results = run_canaries(context.partition_key, gates, embedder, stages, real=real)
         summary = planted.summarize(results, gates.canaries)
         for row in summary.itertuples():
             context.log.info(f"canaries {row.gate}: recall {row.caught}/{row.positives}, false positives "

@@ -22,9 +22,10 @@ from synqa_dagster.engine import run_stage
 from synqa_dagster.gates.base import Gate, decision_table, survivors
 from synqa_dagster.metadata import batch_asset_settings, table_metadata
 from synqa_dagster.resources import EmbedderResource, StoreResource
+from synqa_dagster.corpus.real import real_rows
 from synqa_dagster.stages import (
-    DEDUP_INDEX, EMBEDDINGS, EMBEDDINGS_ASSET, PRIOR_INDEX, STAGES, GateStage, automatic_stages, census,
-    earlier_drops, embeddings_stage, input_asset,
+    DEDUP_INDEX, EMBEDDINGS, EMBEDDINGS_ASSET, PRIOR_INDEX, REAL_ROWS, REFERENCE_ASSET, SEED_CORPUS, STAGES, GateStage,
+    automatic_stages, census, earlier_drops, embeddings_stage, input_asset,
 )
 
 GROUP = "gates"
@@ -90,12 +91,29 @@ def _stage_inputs(
         kwargs[PRIOR_INDEX] = prior
     if EMBEDDINGS in s.inputs:
         kwargs[EMBEDDINGS] = vectors_for(rows, upstream[EMBEDDINGS_ASSET], dim=embedder.embedder().dim)
+    if REAL_ROWS in s.inputs:
+        kwargs[REAL_ROWS] = batch_real_rows(upstream)
+        context.log.info(f"{s.name}: against {len(kwargs[REAL_ROWS])} real rows (seed corpus + reference sample)")
     return kwargs
+
+
+#: The assets holding the real rows a ``real`` stage reads (:func:`batch_real_rows`).
+REAL_ROW_ASSETS = (SEED_CORPUS, REFERENCE_ASSET)
+
+
+def batch_real_rows(upstream: dict[str, Any]) -> pd.DataFrame:
+    """The batch's real rows (every seed of the corpus snapshot + the reference sample, with its vectors) from
+    the ``seed_corpus`` and ``reference_corpus`` inputs."""
+    return real_rows(upstream.get(SEED_CORPUS), upstream.get(REFERENCE_ASSET))
+
+
+def _real_ins(s: GateStage) -> dict[str, dg.AssetIn]:
+    return {name: dg.AssetIn(name) for name in REAL_ROW_ASSETS} if REAL_ROWS in s.inputs else {}
 
 
 def _gate_asset(s: GateStage, stages: Sequence[GateStage], gates: GateConfig, versions: dict, common: dict) -> dg.AssetsDefinition:
     source = input_asset(s, stages)
-    ins = {source: dg.AssetIn(source)}
+    ins = {source: dg.AssetIn(source), **_real_ins(s)}
     if EMBEDDINGS in s.inputs:
         ins[EMBEDDINGS_ASSET] = dg.AssetIn(EMBEDDINGS_ASSET)
     section = s.config(gates)

@@ -20,7 +20,7 @@ from synqa_dagster.config import GateConfig, Recipe
 from synqa_dagster.gates.eval_sets import load_eval_sets
 from synqa_dagster.handover.batch import BatchInputs, read_card_facts, write_batch_handover, write_rollup
 from synqa_dagster.paths import resolve_path
-from synqa_dagster.assets.review import read_slice_verdicts
+from synqa_dagster.assets.review import read_agreement, read_slice_verdicts
 from synqa_dagster.resources import EmbedderResource, HandoverResource, StoreResource
 from synqa_dagster.stages import (
     ACCEPTED, CANARIES, CANDIDATES, DATASET_CARD, DRIFT_FINDINGS, HANDOVER, REFERENCE_ASSET, REVIEW_QUEUE, SEED_CORPUS, STAGES,
@@ -73,6 +73,7 @@ def build_handover_assets(
             review_sample=review_queue,
             review_verdicts=read_slice_verdicts(store, human.asset, batch) if len(review_queue) else pd.DataFrame(),
             review_status=_review_status(context, batch, human.asset),
+            review_agreement=read_agreement(store, human.asset, batch) if len(review_queue) else None,
             recipe=recipe,
             gates=gates,
             seed_corpus_path=spec.path,

@@ -5,10 +5,20 @@
 through it in the review web app (``synqa review serve``). ``human_review`` reads the decisions back and applies
 :class:`~synqa_dagster.gates.human_review.HumanReviewGate`; the ``review_decisions_sensor`` re-runs it (and
 everything downstream) when a batch's sample is complete or its deadline passes.
+
+Review as a programme (``review.sampling.switching``, on by default): each slice's plan follows the ISO 2859-1
+switching rules across batches (:mod:`synqa_dagster.review.switching`). ``review_queue`` asks the switching
+ledger (:class:`~synqa_dagster.review.ledger.SwitchingLedger`, in the review store) for the state each slice
+enters the batch in -- derived from the lots of earlier batches only -- sizes each slice's sample with the
+normal, tightened or reduced plan, records the plans in the ledger and reports the states and why they switched
+(metadata and an observation). ``human_review`` records each lot's result, which replays the slice's states; the
+per-slice verdicts it stores (``slice_verdicts.json``, read by the card) carry the state entering and leaving the
+batch and the reason. A slice whose inspection is DISCONTINUED (ISO 2859-1 9.4) is logged as an error on every run.
 """
 
 
 import datetime as dt
+import json
 import time
 
 import dagster as dg
@@ -21,9 +31,12 @@ from synqa_dagster.config import GateConfig, Recipe, canonical_hash
 from synqa_dagster.gates.base import survivors
 from synqa_dagster.gates.human_review import HumanReviewGate
 from synqa_dagster.handover.batch import write_rollup
+from synqa_dagster.handover.markdown import md_table
 from synqa_dagster.metadata import batch_asset_settings, preview_markdown, table_metadata
 from synqa_dagster.resources import HandoverResource, ReviewStoreResource, StoreResource
-from synqa_dagster.review.sampling import SLICE_FRAME_COLUMNS, draw_sample, guarantee_text
+from synqa_dagster.review.agreement import agreement_report, select_double_review
+from synqa_dagster.review.ledger import SwitchingLedger
+from synqa_dagster.review.sampling import SLICE_FRAME_COLUMNS, draw_sample, guarantee_text, slice_keys
 from synqa_dagster.review.store import redact_url
 from synqa_dagster.stages import CANARIES, DRIFT_FINDINGS, REVIEW_QUEUE, SEED_CORPUS, STAGES, GateStage, held_tables, last_automatic
 
@@ -36,11 +49,83 @@ DISPLAY_COLUMNS = [
 SAMPLE_COLUMNS = ["row_id", "slice_key", "sample_position", "sample_version"]
 #: The human stage's per-slice verdicts, stored beside its table.
 SLICE_VERDICTS_FILE = "slice_verdicts.json"
+#: Columns the review programme adds to the stored per-slice verdicts (see :func:`with_programme`).
+PROGRAMME_VERDICT_COLUMNS = ("code_letter", "outcome", "state_entering", "entering_reason", "state_after",
+                             "switched", "switch_reason", "status", "stale", "production_steady")
+
+
+def with_programme(verdicts: pd.DataFrame, programme: pd.DataFrame) -> pd.DataFrame:
+    """The per-slice verdicts with each slice's review-programme row of this batch merged in
+    (:data:`PROGRAMME_VERDICT_COLUMNS`: the state entering and after the batch, why, ...). Unchanged when the
+    ledger has no row for the batch."""
+    if not len(programme) or not len(verdicts):
+        return verdicts
+    extra = programme.rename(columns={"state_leaving": "state_after", "reason": "switch_reason"})
+    extra = extra[["slice_key", *PROGRAMME_VERDICT_COLUMNS]]
+    base = verdicts.drop(columns=[c for c in PROGRAMME_VERDICT_COLUMNS if c in verdicts.columns])
+    return base.merge(extra, on="slice_key", how="left", validate="one_to_one")
+
+
+def programme_markdown(programme: pd.DataFrame, after: bool = False) -> str:
+    """The review programme of one batch as a markdown table: slice, state, plan, (result, state after,) why."""
+    rows = []
+    for r in programme.itertuples():
+        state = r.state_entering.upper() if r.state_entering == "discontinued" else r.state_entering
+        row = [r.slice_key, state, f"n={r.sample_size}, Ac={r.acceptance_number}, Re={r.rejection_number}"
+               + (f" (code {r.code_letter})" if isinstance(r.code_letter, str) and r.code_letter else "")]
+        if after:
+            row += [r.outcome, r.state_leaving.upper() if r.state_leaving == "discontinued" else r.state_leaving,
+                    r.reason + (" [stale: sampled under another state; re-materialize review_queue]" if r.stale else "")]
+        else:
+            row += [r.entering_reason, r.status]
+        rows.append(row)
+    columns = ["slice", "state", "plan"] + (["result", "state after", "why"] if after else ["why", "status"])
+    return md_table(columns, rows)  # every cell escaped, none truncated (the reasons carry the clause numbers)
+
+
+def _programme_metadata(programme: pd.DataFrame, after: bool = False) -> dict:
+    states = programme["state_leaving" if after else "state_entering"] if len(programme) else pd.Series(dtype=str)
+    meta = {
+        "review_programme": dg.MetadataValue.md(programme_markdown(programme, after) if len(programme) else "no slices"),
+        **{f"slices_{s}": int((states == s).sum()) for s in ("normal", "tightened", "reduced", "discontinued")},
+    }
+    discontinued = sorted(programme.loc[states == "discontinued", "slice_key"]) if len(programme) else []
+    if discontinued:
+        meta["review_programme_alert"] = (f"DISCONTINUED (ISO 2859-1 9.4): {', '.join(discontinued)}: 5 lots not "
+                                          f"accepted on tightened inspection; record corrective action to resume")
+    if after and len(programme) and programme["stale"].any():
+        meta["review_programme_stale"] = ", ".join(sorted(programme.loc[programme["stale"], "slice_key"]))
+    return meta
 
 
 def slice_verdicts_json(verdicts: pd.DataFrame) -> bytes:
     """Per-slice verdicts as JSON records (what :func:`read_slice_verdicts` reads back)."""
     return verdicts.to_json(orient="records", force_ascii=False).encode("utf-8")
+
+
+#: The reviewer-agreement report stored beside the verdicts (:func:`synqa_dagster.review.agreement.agreement_report`).
+AGREEMENT_FILE = "agreement.json"
+
+
+def read_agreement(store: StoreResource, asset: str, batch: str) -> dict | None:
+    """The reviewer-agreement report the human stage stored for ``batch`` (None when it stored none)."""
+    try:
+        return json.loads(store.store.read_bytes(asset, batch, AGREEMENT_FILE).decode("utf-8"))
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def _agreement_metadata(report: dict) -> dict:
+    """Reviewer agreement for the Dagster UI: kappa, raw agreement, pairs, waiting rows."""
+    kappa = report.get("kappa")
+    return {
+        "double_reviewed": int(report.get("double_reviewed") or 0),
+        "reviewer_pairs_judged": int(report.get("pairs") or 0),
+        "cohen_kappa": float(kappa) if kappa is not None else dg.MetadataValue.text(report.get("kappa_note") or "not measured"),
+        "raw_agreement": float(report["agreement"]) if report.get("agreement") is not None else dg.MetadataValue.text("no pairs yet"),
+        "awaiting_second_review": int(report.get("awaiting_second") or 0),
+        "awaiting_third_review": int(report.get("awaiting_third") or 0),
+    }
 
 
 def read_slice_verdicts(store: StoreResource, asset: str, batch: str) -> pd.DataFrame:
@@ -105,8 +190,10 @@ def build_review_assets(
     review_stage = next(s for s in stages if not s.automatic)
     held = held_tables(stages)
     versions, common = batch_asset_settings(recipe, gates, partitions, GROUP)
-    tier = review.sampling.risk_tier
-    plan = review.sampling.tiers[tier]
+    sampling = review.sampling
+    tier = sampling.risk_tier
+    plan = sampling.tiers[tier]
+    switching = sampling.switching
 
     @dg.asset(
         name=REVIEW_QUEUE,
@@ -118,8 +205,12 @@ def build_review_assets(
             f"{', '.join(review.sampling.strata)}; each slice is a lot with its own sample size and acceptance "
             "number. Drawn reproducibly and pushed to the review store; reviewers work through it in the review "
             f"web app ({review.app_url}). Progress shows as observations on this asset."
+            + (" Each slice's plan follows the ISO 2859-1 switching rules across batches (normal / tightened"
+               + (" / reduced" if sampling.allow_reduced else "") + "); its state and why are in the metadata."
+               if switching else "")
         ),
-        metadata={"risk_tier": tier, "plan": dg.MetadataValue.json(plan.model_dump(mode="json")), "review_app": dg.MetadataValue.url(review.app_url)},
+        metadata={"risk_tier": tier, "plan": dg.MetadataValue.json(plan.model_dump(mode="json")), "review_app": dg.MetadataValue.url(review.app_url),
+                  "switching": switching, "allow_reduced": sampling.allow_reduced},
         **common,
     )
     def review_queue(
@@ -136,29 +227,49 @@ def build_review_assets(
         if not review.enabled:
             empty = pd.DataFrame({c: pd.Series(dtype=str) for c in SAMPLE_COLUMNS})
             return dg.Output(empty, metadata={"review": "disabled in the gate config", **versions})
-        draw = draw_sample(rows, review.sampling, batch)
-        version = sample_version(batch, draw.rows, draw.slices, review.sampling.model_dump(mode="json"))
+        store = review_store.store()
+        ledger, entering = None, {}
+        if switching:
+            # the state each slice enters this batch in: from the lots of earlier batches only (backfill-safe)
+            ledger = SwitchingLedger(store, sampling.allow_reduced)
+            keys = slice_keys(rows, sampling.strata).unique().tolist() if len(rows) else []
+            entering = ledger.states_for(batch, keys)
+        draw = draw_sample(rows, sampling, batch, {k: s.severity for k, s in entering.items()})
+        version = sample_version(batch, draw.rows, draw.slices, sampling.model_dump(mode="json"))
         # Each sampled row carries its slice's plan, so the sample alone says how the slice is judged.
         plans = draw.slices[[c for c in SLICE_FRAME_COLUMNS if c != "slice_key"] + ["slice_key"]]
         sample = draw.rows.assign(sample_version=version).merge(plans, on="slice_key", how="left", validate="many_to_one")
         sample = sample.sort_values("sample_position").reset_index(drop=True)
         items = sample[SAMPLE_COLUMNS[:3] + [c for c in DISPLAY_COLUMNS if c in sample.columns] + [c for c in sample.columns if c.startswith("score_")]]
         deadline = review_deadline(context.partition_time_window.end, review.deadline_hours)
-        store = review_store.store()
-        pushed = store.push_sample(batch, version, items, draw.slices, deadline)
+        agreement = review.agreement
+        double = select_double_review(items["row_id"], batch, agreement)
+        pushed = store.push_sample(batch, version, items, draw.slices, deadline, double_review=double,
+                                   disagreement_policy=agreement.disagreement_policy)
         progress = store.progress(batch)
         context.log.info(
             f"review sample {version}: {len(sample)} of {len(rows)} rows in {len(draw.slices)} slices "
-            f"({'pushed' if pushed else 'already in the store'}); {progress.decided}/{progress.total} decided"
+            f"({'pushed' if pushed else 'already in the store'}); {progress.decided}/{progress.total} decided; "
+            f"{len(double)} row(s) for a second, independent reviewer ({agreement.disagreement_policy} on disagreement)"
         )
+        programme_meta = {}
+        if ledger is not None:
+            programme = ledger.record_plan(batch, version, draw.slices)
+            programme_meta = _programme_metadata(programme)
+            _log_programme(context, batch, programme, after=False)
+            context.log_event(dg.AssetObservation(asset_key=REVIEW_QUEUE, partition=batch, metadata={
+                "stage": "sampled", **programme_meta}))
         return dg.Output(
             sample[SAMPLE_COLUMNS + [c for c in sample.columns if c not in SAMPLE_COLUMNS]],
             metadata=table_metadata(
                 sample, ["row_id", "slice_key", "technique", "instruction"], time.perf_counter() - started,
                 lot_rows=len(rows),
                 sample_version=version,
+                double_reviewed=len(double),
+                disagreement_policy=agreement.disagreement_policy,
                 slices=dg.MetadataValue.md(preview_markdown(draw.slices, list(draw.slices.columns), rows=100)),
-                guarantee=dg.MetadataValue.md(guarantee_text(plan)),
+                guarantee=dg.MetadataValue.md(guarantee_text(plan, switching, sampling.allow_reduced)),
+                **programme_meta,
                 store=redact_url(review_store.resolved_url()),
                 review_app=dg.MetadataValue.url(review.app_url),
                 **_progress_metadata(progress),
@@ -216,14 +327,47 @@ def build_review_assets(
             gate = HumanReviewGate(review.sampling.strata, review_queue, reviews.slices(batch),
                                    reviews.decisions(batch, sample_version=version))
         output = run_gate(context, gate, rows, versions)
+        verdicts, programme_meta = gate.verdicts, {}
+        if switching and review.enabled and len(review_queue):
+            # each lot's result goes into the ledger, which replays the slice's states in batch order
+            ledger = SwitchingLedger(reviews, sampling.allow_reduced)
+            programme = ledger.record_results(batch, version, gate.verdicts,
+                                              incomplete=status == "deadline passed")
+            verdicts = with_programme(gate.verdicts, programme)
+            if len(programme):
+                programme_meta = _programme_metadata(programme, after=True)
+                _log_programme(context, batch, programme, after=True)
         # the per-slice verdicts, stored once beside the table (the handover card reads them; nothing recomputes them)
-        store.store.write_bytes(review_stage.asset, batch, slice_verdicts_json(gate.verdicts), SLICE_VERDICTS_FILE)
+        store.store.write_bytes(review_stage.asset, batch, slice_verdicts_json(verdicts), SLICE_VERDICTS_FILE)
+        agreement_meta = {}
+        if review.enabled and len(review_queue):
+            report = agreement_report(reviews, batch, version, min_pair_items=review.agreement.min_pair_items)
+            store.store.write_bytes(review_stage.asset, batch, json.dumps(report, sort_keys=True).encode("utf-8"), AGREEMENT_FILE)
+            agreement_meta = _agreement_metadata(report)
         table = pd.concat([output.value, gate.review_columns(rows).reset_index(drop=True)], axis=1)
         metadata = dict(output.metadata)
-        metadata.update(review_status=status, **_verdict_metadata(gate))
+        metadata.update(review_status=status, **_verdict_metadata(gate), **programme_meta, **agreement_meta)
         yield dg.Output(table, metadata=metadata)
 
     return [review_queue, human_review]
+
+
+def _log_programme(context, batch: str, programme: pd.DataFrame, after: bool) -> None:
+    """Log each slice's switch; a DISCONTINUED slice as an error (it must not go unnoticed)."""
+    column = "state_leaving" if after else "state_entering"
+    for r in programme.itertuples():
+        state = getattr(r, column)
+        if state == "discontinued":
+            context.log.error(f"review programme: slice {r.slice_key} inspection DISCONTINUED (ISO 2859-1 9.4) in batch "
+                              f"{batch}: {r.reason if after else r.entering_reason}")
+        elif after and r.switched:
+            context.log.warning(f"review programme: slice {r.slice_key} {r.state_entering} -> {state}: {r.reason}")
+        elif not after and state != "normal":
+            context.log.info(f"review programme: slice {r.slice_key} sampled under {state} inspection: {r.entering_reason}")
+        if after and r.stale:
+            context.log.warning(f"review programme: slice {r.slice_key} of batch {batch} was sampled under "
+                                f"{r.severity} inspection but its replayed state is {r.state_entering}: re-materialize "
+                                f"review_queue for this batch")
 
 
 def _withdraw(batch: str, store: StoreResource, handover: HandoverResource, recipe: Recipe, context, held: Sequence[str]) -> None:

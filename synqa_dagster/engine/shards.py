@@ -97,7 +97,12 @@ def result_name(rank: int) -> str:
 def write_result(fs: Any, rank: int, result: GateResult) -> None:
     """A shard's decisions as Parquet (``keep``, ``category``, ``reason``, ``score``) and its metrics as JSON; the
     Parquet file is written last, so its presence means the shard is done."""
-    write_json(fs, f"results/{rank:05d}.json", {"gate": result.gate, "metrics": result.metrics})
+    write_json(fs, f"results/{rank:05d}.json", {
+        "gate": result.gate, "metrics": result.metrics,
+        # rewrites (a redacting gate): row index within the shard -> new column values, and what changed
+        "rewrites": None if result.rewrites is None else {str(i): v for i, v in result.rewrites.items()},
+        "edits": None if result.edits is None else {str(i): v for i, v in result.edits.items()},
+    })
     write_frame(fs, result_name(rank), pd.DataFrame({
         "keep": np.asarray(result.keep, dtype=bool),
         "category": pd.array(result.category, dtype="string"),
@@ -108,22 +113,22 @@ def write_result(fs: Any, rank: int, result: GateResult) -> None:
 
 def read_results(fs: Any, gate: str, tasks: int) -> GateResult:
     """The shards' results concatenated in rank (= row) order; metrics merged (:func:`merge_metrics`)."""
-    keep, category, reason, score, metrics = [], [], [], [], []
+    parts, metrics = [], []
     for rank in range(tasks):
         frame = read_frame(fs, result_name(rank))
-        keep.append(frame["keep"].to_numpy(dtype=bool))
-        category += [None if pd.isna(c) else str(c) for c in frame["category"]]
-        reason += [None if pd.isna(r) else str(r) for r in frame["reason"]]
-        score.append(frame["score"].to_numpy(dtype=np.float64))
-        metrics.append(read_json(fs, f"results/{rank:05d}.json")["metrics"])
-    return GateResult(
-        gate=gate,
-        keep=np.concatenate(keep) if keep else np.zeros(0, dtype=bool),
-        category=category,
-        reason=reason,
-        score=np.concatenate(score) if score else np.zeros(0, dtype=np.float64),
-        metrics=merge_metrics(metrics),
-    )
+        meta = read_json(fs, f"results/{rank:05d}.json")
+        metrics.append(meta["metrics"])
+        rewrites, edits = meta.get("rewrites"), meta.get("edits")
+        parts.append(GateResult(
+            gate=gate,
+            keep=frame["keep"].to_numpy(dtype=bool),
+            category=[None if pd.isna(c) else str(c) for c in frame["category"]],
+            reason=[None if pd.isna(r) else str(r) for r in frame["reason"]],
+            score=frame["score"].to_numpy(dtype=np.float64),
+            rewrites=None if rewrites is None else {int(i): v for i, v in rewrites.items()},
+            edits=None if edits is None else {int(i): v for i, v in (edits or {}).items()},
+        ))
+    return GateResult.concat(gate, parts, metrics=merge_metrics(metrics) if metrics else {})
 
 
 def merge_metrics(parts: list[dict[str, Any]]) -> dict[str, Any]:

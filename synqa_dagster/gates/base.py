@@ -38,6 +38,11 @@ class GateResult:
             ``"MinHash Jaccard 0.91 vs 3f2a… (batch 2026-11-20) — near-duplicate"``.
         score: float per row (NaN where the gate computed none); the gate's main score, kept for lineage.
         metrics: gate-level numbers for reporting (thresholds used, timings, rates...).
+        rewrites: None for a gate that never changes rows (most gates); for a gate that may (PII redaction, a
+            factuality rewrite) ``{row index: {column: new value}}`` — applied by :func:`decision_table`, so later
+            gates, the accepted split and the reject log see the rewritten row, never the original.
+        edits: ``{row index: [edit, ...]}``: what each rewrite changed (JSON-able dicts, e.g. ``{"kind": "email",
+            "start": 12, "end": 31, "placeholder": "[EMAIL]"}``), stored as ``edits_<gate>`` and in lineage.
     """
 
     gate: str
@@ -46,6 +51,8 @@ class GateResult:
     reason: list[str | None]
     score: np.ndarray
     metrics: dict[str, Any] = field(default_factory=dict)
+    rewrites: dict[int, dict[str, Any]] | None = None
+    edits: dict[int, list[dict[str, Any]]] | None = None
 
     @classmethod
     def all_kept(cls, gate: str, n: int) -> "GateResult":
@@ -60,6 +67,50 @@ class GateResult:
 
     def __len__(self) -> int:
         return len(self.keep)
+
+    def rewrite(self, index: int, values: dict[str, Any], edits: Sequence[dict[str, Any]]) -> None:
+        """Replace columns of row ``index`` (``values``: column -> new value) and record what changed (``edits``).
+
+        The row keeps its decision (a gate may rewrite a row and keep it, or rewrite it and drop it: a dropped row
+        is logged in its rewritten form, so a reject log never holds what the rewrite removed)."""
+        if self.rewrites is None:
+            self.rewrites, self.edits = {}, {}
+        self.rewrites.setdefault(int(index), {}).update(values)
+        self.edits.setdefault(int(index), []).extend(dict(e) for e in edits)  # type: ignore[union-attr]
+
+    def enable_rewrites(self) -> "GateResult":
+        """Declare that this gate may rewrite rows (its decision table gets an ``edits_<gate>`` column even when
+        no row of this batch was rewritten, so the schema does not depend on the batch)."""
+        if self.rewrites is None:
+            self.rewrites, self.edits = {}, {}
+        return self
+
+    @classmethod
+    def concat(cls, gate: str, results: Sequence["GateResult"], metrics: dict[str, Any] | None = None) -> "GateResult":
+        """One result from the results of consecutive row chunks (shards), in order; row indices of rewrites are
+        shifted to the whole table. ``metrics``: the merged metrics (default: the first chunk's)."""
+        if not results:
+            return cls.all_kept(gate, 0)
+        rewrites: dict[int, dict[str, Any]] | None = None
+        edits: dict[int, list[dict[str, Any]]] | None = None
+        offset = 0
+        for r in results:
+            if r.rewrites is not None:
+                rewrites = {} if rewrites is None else rewrites
+                edits = {} if edits is None else edits
+                rewrites.update({offset + i: v for i, v in r.rewrites.items()})
+                edits.update({offset + i: v for i, v in (r.edits or {}).items()})
+            offset += len(r)
+        return cls(
+            gate=gate,
+            keep=np.concatenate([np.asarray(r.keep, dtype=bool) for r in results]),
+            category=[c for r in results for c in r.category],
+            reason=[c for r in results for c in r.reason],
+            score=np.concatenate([np.asarray(r.score, dtype=float) for r in results]),
+            metrics=results[0].metrics if metrics is None else metrics,
+            rewrites=rewrites,
+            edits=edits,
+        )
 
     def drop(self, index: int, category: str, reason: str, score: float | None = None) -> bool:
         """Drop row ``index`` unless an earlier rule of this gate already dropped it; returns True if dropped."""
@@ -140,6 +191,11 @@ def split_rows(rows: pd.DataFrame, result: GateResult) -> tuple[pd.DataFrame, pd
 DECISION_COLUMNS = ("kept", "gate", "reject_category", "reject_reason", "gate_score")
 
 
+def edits_column(gate: str) -> str:
+    """The decision-table column holding what a rewriting gate changed per row (JSON list, or NA)."""
+    return f"edits_{gate}"
+
+
 def decision_table(rows: pd.DataFrame, result: GateResult) -> pd.DataFrame:
     """Every row a gate saw, with ``score_<gate>`` and the decision columns :data:`DECISION_COLUMNS`.
 
@@ -149,6 +205,18 @@ def decision_table(rows: pd.DataFrame, result: GateResult) -> pd.DataFrame:
     if len(rows) != len(result):
         raise ValueError(f"gate {result.gate!r} returned {len(result)} decisions for {len(rows)} rows")
     table = rows.reset_index(drop=True).copy()
+    if result.rewrites is not None:
+        import json
+
+        for index, values in result.rewrites.items():
+            for column, value in values.items():
+                if column not in table.columns:
+                    raise ValueError(f"gate {result.gate!r} rewrote column {column!r}, which the rows do not have")
+                table.at[index, column] = value
+        edits = [None] * len(table)
+        for index, changes in (result.edits or {}).items():
+            edits[index] = json.dumps(changes, sort_keys=True, ensure_ascii=False)
+        table[edits_column(result.gate)] = pd.array(edits, dtype="string")
     table[f"score_{result.gate}"] = result.score
     table["kept"] = result.keep
     table["gate"] = result.gate
@@ -159,7 +227,8 @@ def decision_table(rows: pd.DataFrame, result: GateResult) -> pd.DataFrame:
 
 
 def survivors(decisions: pd.DataFrame) -> pd.DataFrame:
-    """The rows a gate kept, without its decision columns (its ``score_<gate>`` column stays, for lineage)."""
+    """The rows a gate kept (as the gate left them: rewritten where it rewrote), without its decision columns (its
+    ``score_<gate>`` and ``edits_<gate>`` columns stay, for lineage)."""
     kept = decisions.loc[decisions["kept"].astype(bool)]
     return kept.drop(columns=list(DECISION_COLUMNS)).reset_index(drop=True)
 
@@ -171,7 +240,8 @@ def rejects(decisions: pd.DataFrame) -> pd.DataFrame:
 
 
 def result_from_decisions(decisions: pd.DataFrame, gate: str) -> GateResult:
-    """Rebuild a :class:`GateResult` from a stored decision table (for checks that read the stored table)."""
+    """Rebuild a :class:`GateResult` from a stored decision table (for checks that read the stored table; the
+    rewrites are already applied to the table's rows, so none are carried)."""
     return GateResult(
         gate=gate,
         keep=decisions["kept"].astype(bool).to_numpy(),

@@ -14,6 +14,7 @@ committed with the signed manifest last, see :class:`synqa_dagster.storage.Hando
     review.json            the review plan, per-slice verdicts and counts
     drift.json             drift, diversity and bias findings per probe
     funnel.png / funnel.md the funnel (seeds -> generated -> each gate -> accepted)
+    oc_curves.png          operating-characteristic curves of the batch's review plans (when a sample was drawn)
     card_facts.json        the facts the card states (machine-readable; feeds the dataset roll-up)
     lineage.jsonl, lineage.proofs.jsonl, signing_key.pub, manifest.dsse.json   (synqa_dagster.lineage.pack)
 
@@ -34,9 +35,11 @@ import pandas as pd
 
 from synqa_dagster import canaries as planted
 from synqa_dagster.handover.card import (
-    CanaryFacts, CardFacts, MeasuredFacts, ContaminationFacts, EvalSetFacts, LineageFacts, ReviewFacts, SourceFacts, composition_facts,
-    file_facts, funnel_facts, gate_facts, gate_thresholds, generator_facts, languages_from_locales, render_card,
+    CanaryFacts, CardFacts, MeasuredFacts, ContaminationFacts, EvalSetFacts, LineageFacts, ReviewFacts, SourceFacts,
+    composition_facts, privacy_facts, file_facts, funnel_facts, gate_facts, gate_thresholds, generator_facts, languages_from_locales,
+    render_card, review_programme_facts,
 )
+from synqa_dagster.handover.oc_chart import programme_oc_png
 from synqa_dagster.handover.funnel_chart import funnel_chart_png, funnel_report_markdown
 from synqa_dagster.handover.records import lineage_records
 from synqa_dagster.lineage.canonical import canonical_json
@@ -68,6 +71,7 @@ class BatchInputs:
         canaries: the batch's ``gate_canaries`` results (one row per planted row), or None.
         census: gate name -> its verdicts on rows earlier gates dropped (``<gate>_census``), or None.
         measured: each gate's precision / recall on named labelled data (:func:`synqa_dagster.stages.measured_quality`).
+        review_agreement: the reviewer-agreement report of the sample (:func:`synqa_dagster.review.agreement.agreement_report`).
     """
 
     batch: str
@@ -92,6 +96,7 @@ class BatchInputs:
     canaries: pd.DataFrame | None = None
     census: dict[str, pd.DataFrame] | None = None
     measured: list[dict[str, Any]] | None = None
+    review_agreement: dict[str, Any] | None = None
 
     @property
     def review_table(self) -> pd.DataFrame:
@@ -138,8 +143,8 @@ def review_facts(inputs: BatchInputs) -> ReviewFacts:
     done = int(reviewed.sum())
     return ReviewFacts(
         status="reviewed" if done >= n else "pending",
-        plan=text, guarantee=guarantee_text(plan), sample_size=n, reviewed=done, defects=defects,
-        slices_returned=returned,
+        plan=text, guarantee=guarantee_text(plan, review.sampling.switching, review.sampling.allow_reduced), sample_size=n, reviewed=done, defects=defects,
+        slices_returned=returned, agreement=inputs.review_agreement,
     )
 
 
@@ -212,9 +217,12 @@ def card_facts(inputs: BatchInputs, accepted_rows: pd.DataFrame, lineage: Lineag
             embedding_route_recall=ROUTE_RECALL.get(gates.embedding.route),
             **census_facts(inputs, "contamination"),
         ),
+        privacy=privacy_facts(inputs.gate_tables, gates, (inputs.seed_rows or 0) + (inputs.reference_rows or 0)),
         drift=inputs.drift,
         drift_note=None if inputs.drift else "drift findings were not computed for this batch",
         review=review_facts(inputs),
+        review_programme=(review_programme_facts(inputs.review_verdicts, gates.review.sampling)
+                          if gates.review.enabled and len(inputs.review_sample) else None),
         canaries=canary_facts(inputs),
         measured=[MeasuredFacts.model_validate(m) for m in inputs.measured or []],
         lineage=lineage,
@@ -264,7 +272,8 @@ def write_batch_handover(base: Path | str | HandoverFolders, inputs: BatchInputs
                 "config": inputs.gates.review.model_dump(mode="json"),
                 "sample_rows": inputs.review_sample["row_id"].tolist() if len(inputs.review_sample) else [],
                 "slices": inputs.review_verdicts.to_dict("records"),
-            }), None, "human review plan, sample and per-slice verdicts"),
+                "agreement": inputs.review_agreement,
+            }), None, "human review plan, sample, per-slice verdicts and reviewer agreement"),
             "drift.json": (_json(inputs.drift or {}), None, "drift, diversity and bias findings"),
         }
         accepted_frame = pd.DataFrame(accepted) if accepted else pd.DataFrame(columns=["row_id", "intent", "locale", "technique", "n_turns"])
@@ -274,6 +283,9 @@ def write_batch_handover(base: Path | str | HandoverFolders, inputs: BatchInputs
         table = _funnel(facts)
         files["funnel.png"] = (funnel_chart_png(table, f"{facts.pretty_name} — batch {inputs.batch}", seeds=facts.seeds), None, "funnel chart")
         files["funnel.md"] = (funnel_report_markdown(table, seeds=facts.seeds).encode("utf-8"), None, "funnel report")
+        if facts.review_programme is not None and facts.review_programme.oc_image:
+            files["oc_curves.png"] = (programme_oc_png(facts.review_programme, f"{facts.pretty_name} — batch {inputs.batch}"),
+                                      None, "operating-characteristic curves of this batch's review plans")
         for name, (payload, _, _) in files.items():
             atomic_write_bytes(work / name, payload)
         facts = facts.model_copy(update={"files": [file_facts(work / n, work, rows=r, description=d) for n, (_, r, d) in files.items()]})

@@ -5,7 +5,9 @@
 ``configs`` pointing at the accepted split and the reject log, and a ``synqa`` block with batches, recipe and
 gate-config hashes, Merkle root and key id), then a body stating composition, real-vs-synthetic share,
 generators, prompt templates, seed corpus, every gate with its thresholds and counts, eval sets, drift /
-diversity / bias findings, human review, known limitations (with the measured figures of
+diversity / bias findings, human review, the review programme (each slice's ISO 2859-1 switching state entering
+and after the batch, the plan used, the lot result and why; the OC table of every distinct plan and
+``oc_curves.png``, see :func:`review_programme_facts` and :mod:`.oc_chart`), known limitations (with the measured figures of
 ``docs/measurements/``), lineage, the funnel and the files shipped with their SHA-256. :func:`render_rollup_card`
 renders the dataset-level card across batches.
 
@@ -26,7 +28,7 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -158,6 +160,35 @@ class ContaminationFacts(_Facts):
     earlier_hits_by_gate: dict[str, int] = Field(default_factory=dict)
 
 
+class PrivacyFacts(_Facts):
+    """Personal data and real-data leakage: what the PII and memorisation gates found (apart from eval contamination).
+
+    Attributes:
+        pii_checked: rows the PII gate saw; pii_rows_redacted / pii_rows_rejected: rows it redacted (and kept) /
+            rejected; pii_by_kind: rows with a hit, per kind; pii_actions: kind -> reject / redact / allow.
+        leakage_checked: rows the memorisation gate saw (None: not run); real_rows: real rows compared against
+            (seeds + reference); leakage_rows: rows rejected as copies of a real row; leakage_by_category:
+            ``memorised_span`` / ``memorised_near_copy``; leakage_by_source: ``seed`` / ``reference``;
+            leakage_sources: the real rows copied (ids), at most 20; min_span_words / min_span_chars /
+            embedding_threshold: the rules.
+    """
+
+    pii_checked: int | None = None
+    pii_rows_redacted: int = 0
+    pii_rows_rejected: int = 0
+    pii_by_kind: dict[str, int] = Field(default_factory=dict)
+    pii_actions: dict[str, str] = Field(default_factory=dict)
+    leakage_checked: int | None = None
+    real_rows: int | None = None
+    leakage_rows: int = 0
+    leakage_by_category: dict[str, int] = Field(default_factory=dict)
+    leakage_by_source: dict[str, int] = Field(default_factory=dict)
+    leakage_sources: list[str] = Field(default_factory=list)
+    min_span_words: int | None = None
+    min_span_chars: int | None = None
+    embedding_threshold: float | None = None
+
+
 class CanaryFacts(_Facts):
     """One gate measured on this batch's planted canaries (:mod:`synqa_dagster.canaries`).
 
@@ -208,6 +239,9 @@ class ReviewFacts(_Facts):
         plan: how the sample was drawn; guarantee: the statement the review supports (its exact text);
         sample_size: rows drawn for review; reviewed: rows reviewed so far; defects: rows judged defective;
         slices_returned: slices (e.g. intents) sent back to synthesis because of defects.
+        agreement: reviewer agreement on the double-reviewed rows
+            (:func:`synqa_dagster.review.agreement.agreement_report`: Cohen's kappa and raw agreement per batch and
+            per reviewer pair, the disagreement policy and its outcomes); None: not recorded.
     """
 
     status: Literal["not_reviewed", "pending", "reviewed"] = "not_reviewed"
@@ -217,11 +251,91 @@ class ReviewFacts(_Facts):
     reviewed: int = 0
     defects: int = 0
     slices_returned: list[str] = Field(default_factory=list)
+    agreement: dict[str, Any] | None = None
 
     @property
     def defect_rate(self) -> float | None:
         """Defects / reviewed rows (None before any review)."""
         return self.defects / self.reviewed if self.reviewed else None
+
+
+class ProgrammeSliceFacts(_Facts):
+    """One slice's lot of this batch in the review programme (ISO 2859-1 switching rules across batches).
+
+    Attributes:
+        slice_key: the slice; state_entering: normal / tightened / reduced / discontinued when the sample was
+        drawn, entering_reason: why it was in that state; plan_kind / severity / code_letter / lot_size /
+        sample_size / acceptance_number / rejection_number: the plan used; result: accepted, accepted_limit
+        (reduced plan, Ac < d < Re: accepted, normal reinstated), rejected, pending or incomplete; reviewed /
+        defects: what review found; state_after / reason: the state after this lot and why; stale: the lot was
+        sampled under another state than the replay of earlier lots now gives.
+    """
+
+    slice_key: str
+    state_entering: str = "normal"
+    entering_reason: str = ""
+    plan_kind: str = "iso2859"
+    severity: str = "normal"
+    code_letter: str | None = None
+    lot_size: int | None = None
+    sample_size: int
+    acceptance_number: int
+    rejection_number: int
+    result: str = "pending"
+    reviewed: int = 0
+    defects: int = 0
+    state_after: str = "normal"
+    reason: str = ""
+    stale: bool = False
+
+
+class OcCurveFacts(_Facts):
+    """The operating characteristic of one distinct plan used this batch.
+
+    Attributes:
+        label: e.g. ``n=80, Ac=1, Re=2 (tightened, code J)``; plan_kind / severity / code_letter / sample_size /
+        acceptance_number / rejection_number: the plan; slices: the slices that used it; p_accept: P(the slice
+        is accepted) at each of :attr:`ReviewProgrammeFacts.oc_rates` (binomial); lq10: the defect rate accepted
+        10% of the time; full_inspection_slices: slices of this plan reviewed in full (their binomial curve is
+        about the process rate, not about the finite lot).
+    """
+
+    label: str
+    plan_kind: str = "iso2859"
+    severity: str = "normal"
+    code_letter: str | None = None
+    sample_size: int
+    acceptance_number: int
+    rejection_number: int
+    slices: list[str] = Field(default_factory=list)
+    p_accept: list[float] = Field(default_factory=list)
+    lq10: float
+    full_inspection_slices: list[str] = Field(default_factory=list)
+
+
+class ReviewProgrammeFacts(_Facts):
+    """Human review as a programme across batches: each slice's switching state and the plans' OC curves.
+
+    Attributes:
+        switching: the switching rules were applied (``review.sampling.switching``); allow_reduced: reduced
+        inspection was permitted; standard: what the plans and rules come from; aql: the AQL (percent) of an
+        ISO plan, None for zero-acceptance; slices: one row per slice; oc_rates: the defect rates of the OC
+        table; oc_curves: one per distinct plan; oc_image: the PNG's file name (None: not drawn).
+    """
+
+    switching: bool = True
+    allow_reduced: bool = False
+    standard: str = ""
+    aql: float | None = None
+    slices: list[ProgrammeSliceFacts] = Field(default_factory=list)
+    oc_rates: list[float] = Field(default_factory=list)
+    oc_curves: list[OcCurveFacts] = Field(default_factory=list)
+    oc_image: str | None = "oc_curves.png"
+
+    @property
+    def discontinued(self) -> list[str]:
+        """Slices whose inspection is discontinued (ISO 2859-1 9.4) after this batch."""
+        return sorted(x.slice_key for x in self.slices if x.state_after == "discontinued")
 
 
 class LineageFacts(_Facts):
@@ -351,14 +465,16 @@ class CardFacts(_Facts):
         candidates / accepted / rejected: row counts; seeds: seed rows used (None for audits).
         composition: what the accepted rows are; generators / prompt_template_ids / response_template_ids.
         seed_corpus / reference / audited_source: data used but not shipped.
-        gates: every gate in funnel order; contamination: eval sets and rules.
+        gates: every gate in funnel order; contamination: eval sets and rules; privacy: personal data found and
+            real-data leakage (rows copying a real seed or reference row), None when neither gate ran.
         checks: each check's verdict with its severity (audits); severity_profile: which severities ran (audits:
             ``strict`` by default, ``demo`` = the gate config's); embeddings: the embedding check / probes were on.
         slices: per-slice tables (toxicity escalation; rows lost per slice to any gate).
         canaries / measured: each gate measured on planted rows of this run / on named labelled data.
         drift: :func:`synqa_dagster.stats.findings.drift_findings` output; drift_note: why it is missing or how
             it was sampled.
-        review: human review; lineage: Merkle root and signature (None = not signed).
+        review: human review; review_programme: the switching state of each slice and the OC curves of the
+            plans (None: not recorded); lineage: Merkle root and signature (None = not signed).
         funnel: the funnel table rows; funnel_image: the PNG's file name.
         files: files shipped with their hashes; data_files: config name -> file for the ``configs`` block.
         limitations: extra limitations to state, on top of the standard ones.
@@ -387,9 +503,11 @@ class CardFacts(_Facts):
     audited_source: SourceFacts | None = None
     gates: list[GateFacts] = Field(default_factory=list)
     contamination: ContaminationFacts | None = None
+    privacy: PrivacyFacts | None = None
     drift: dict[str, Any] | None = None
     drift_note: str | None = None
     review: ReviewFacts = Field(default_factory=ReviewFacts)
+    review_programme: ReviewProgrammeFacts | None = None
     canaries: list[CanaryFacts] = Field(default_factory=list)
     measured: list[MeasuredFacts] = Field(default_factory=list)
     checks: list[CheckFacts] = Field(default_factory=list)
@@ -411,6 +529,39 @@ PERFORMANCE_SETTINGS = frozenset({
     "num_workers", "parallel_min_rows", "block_shingles", "docs_per_task", "num_threads", "embedding_chunk_size",
     "detoxify_batch_size", "device", "language_max_chars", "eval_sets", "allow_download",
 })
+
+def privacy_facts(gate_tables: Mapping[str, pd.DataFrame], gates: Any, real_rows: int | None) -> PrivacyFacts | None:
+    """What the PII and memorisation gates found (None when neither ran), from their decision tables; ``real_rows``:
+    how many real rows the memorisation gate compared with. Used by batch cards and audit cards alike."""
+    from synqa_dagster.gates.base import edits_column
+
+    pii, memo = gate_tables.get("pii"), gate_tables.get("memorisation")
+    if pii is None and memo is None:
+        return None
+    facts: dict[str, Any] = {}
+    if pii is not None:
+        edits = pii[edits_column("pii")] if edits_column("pii") in pii.columns else pd.Series(pd.NA, index=pii.index)
+        kinds: dict[str, int] = {}
+        for value in edits.dropna():
+            for kind in sorted({str(e.get("kind")) for e in json.loads(value)}):
+                kinds[kind] = kinds.get(kind, 0) + 1
+        kept = pii["kept"].astype(bool)
+        facts.update(pii_checked=len(pii), pii_rows_redacted=int((kept & edits.notna()).sum()), pii_rows_rejected=int((~kept).sum()),
+                     pii_by_kind=kinds, pii_actions={str(k): str(v) for k, v in gates.pii.actions.items()})
+    if memo is not None:
+        dropped = memo.loc[~memo["kept"].astype(bool)]
+        sources = [m.group(0) for r in dropped["reject_reason"].dropna().astype(str)
+                   for m in [re.search(r"\b(?:seed|reference):[\w.\-]+", r)] if m]
+        config = gates.memorisation
+        facts.update(
+            leakage_checked=len(memo), real_rows=real_rows, leakage_rows=len(dropped),
+            leakage_by_category={str(k): int(v) for k, v in dropped["reject_category"].value_counts().sort_index().items()},
+            leakage_by_source={k: sum(s.startswith(k + ":") for s in sources) for k in ("seed", "reference") if any(s.startswith(k + ":") for s in sources)},
+            leakage_sources=sorted(set(sources))[:20], min_span_words=config.min_span_words, min_span_chars=config.min_span_chars,
+            embedding_threshold=config.embedding_threshold if config.use_embeddings else None,
+        )
+    return PrivacyFacts(**facts)
+
 
 #: Hugging Face ``size_categories`` buckets: (exclusive upper bound, tag).
 SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -520,6 +671,92 @@ def file_facts(path: Path, root: Path, rows: int | None = None, description: str
     path = Path(path)
     return FileFacts(path=path.relative_to(root).as_posix(), sha256=file_sha256(path), bytes=path.stat().st_size,
                      rows=rows, description=description)
+
+
+def _cell(record: dict, key: str, default: Any = None) -> Any:
+    value = record.get(key, default)
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return default
+    return value
+
+
+def _result(record: dict) -> str:
+    outcome = _cell(record, "outcome")
+    if isinstance(outcome, str) and outcome:
+        return outcome
+    if bool(_cell(record, "rejected", False)):
+        return "rejected"
+    if bool(_cell(record, "accepted", False)):
+        return "accepted_limit" if bool(_cell(record, "limit_zone", False)) else "accepted"
+    return "pending"
+
+
+def review_programme_facts(verdicts: pd.DataFrame, sampling: Any, oc_image: str | None = "oc_curves.png") -> ReviewProgrammeFacts | None:
+    """The card's review-programme facts from the per-slice verdicts ``human_review`` stored
+    (``slice_verdicts.json``: :func:`synqa_dagster.review.sampling.slice_verdicts` columns plus the programme
+    columns of :func:`synqa_dagster.assets.review.with_programme`) and the review sampling config.
+
+    Nothing is recomputed but the OC curves (binomial, from each plan's n, Ac and Re). Without programme columns
+    (switching off, or verdicts stored before it existed) every slice is shown under normal inspection. Returns
+    None when there are no verdicts.
+    """
+    from synqa_dagster.review.sampling import OC_DEFECT_RATES, Iso2859Plan, limiting_quality, operating_characteristic
+
+    if verdicts is None or not len(verdicts):
+        return None
+    switching = bool(getattr(sampling, "switching", False))
+    plan = sampling.plan
+    iso = isinstance(plan, Iso2859Plan)
+    rows, groups = [], {}
+    for record in sorted(verdicts.to_dict(orient="records"), key=lambda r: str(r["slice_key"])):
+        key = str(record["slice_key"])
+        n, ac, re = int(record["sample_size"]), int(record["acceptance_number"]), int(record["rejection_number"])
+        severity = str(_cell(record, "severity", "normal"))
+        kind = str(_cell(record, "plan_kind", "iso2859"))
+        letter = _cell(record, "code_letter")
+        lot = _cell(record, "lot_size")
+        has_programme = _cell(record, "state_entering") is not None
+        entering = str(_cell(record, "state_entering", severity))
+        after = str(_cell(record, "state_after", entering))
+        if has_programme:
+            why = str(_cell(record, "switch_reason", ""))
+            entering_reason = str(_cell(record, "entering_reason", ""))
+        elif switching:
+            why, entering_reason = "not recorded in the switching ledger for this batch", ""
+        else:
+            why, entering_reason = "switching rules off: every batch is judged under normal inspection", ""
+        rows.append(ProgrammeSliceFacts(
+            slice_key=key, state_entering=entering, entering_reason=entering_reason, plan_kind=kind, severity=severity,
+            code_letter=None if letter is None else str(letter), lot_size=None if lot is None else int(lot),
+            sample_size=n, acceptance_number=ac, rejection_number=re, result=_result(record),
+            reviewed=int(_cell(record, "reviewed", 0)), defects=int(_cell(record, "defects", 0)), state_after=after,
+            reason=why, stale=bool(_cell(record, "stale", False))))
+        group = groups.setdefault((n, ac, re, kind, severity, None if letter is None else str(letter)), ([], []))
+        group[0].append(key)
+        if lot is not None and int(lot) <= n:
+            group[1].append(key)
+    curves = []
+    for (n, ac, re, kind, severity, letter), (keys, full) in sorted(groups.items(), key=lambda kv: kv[0][:3]):
+        detail = ", ".join(x for x in (severity, f"code {letter}" if letter else "", "zero-acceptance" if kind == "zero_acceptance" else "") if x)
+        oc = operating_characteristic(n, ac, re, OC_DEFECT_RATES)
+        curves.append(OcCurveFacts(
+            label=f"n={n}, Ac={ac}, Re={re}" + (f" ({detail})" if detail else ""), plan_kind=kind, severity=severity,
+            code_letter=letter, sample_size=n, acceptance_number=ac, rejection_number=re, slices=keys,
+            p_accept=[oc[r] for r in OC_DEFECT_RATES], lq10=limiting_quality(n, re - 1, 0.10),
+            full_inspection_slices=full))
+    if iso:
+        standard = ("ISO 2859-1:1999 single sampling: Table 2-A (normal) and Table 2-B (tightened); reduced plans as "
+                    "MIL-STD-105E Table II-C / ISO 2859-1:1989 Table 2-C (the 1999 revision of the reduced plans is "
+                    "not encoded); switching rules of clause 9")
+    else:
+        standard = ("zero-acceptance (c=0) success-run plans; under the ISO 2859-1:1999 clause 9 switching rules, "
+                    "tightened = half the bounded defect rate, reduced = lower confidence (2/5 of the rows)")
+    if not switching:
+        standard += " (switching rules off)"
+    return ReviewProgrammeFacts(
+        switching=switching, allow_reduced=bool(getattr(sampling, "allow_reduced", False)), standard=standard,
+        aql=float(plan.aql) if iso else None, slices=rows,
+        oc_rates=list(OC_DEFECT_RATES), oc_curves=curves, oc_image=oc_image if curves else None)
 
 
 # ---------------------------------------------------------------------------------------- measured figures
@@ -832,6 +1069,36 @@ def _section_contamination(f: CardFacts) -> list[str]:
     return out + [""]
 
 
+def _section_privacy(f: CardFacts) -> list[str]:
+    """Personal data (PII gate) and real-data leakage (memorisation gate), reported apart from eval contamination."""
+    p = f.privacy
+    if p is None:
+        return []
+    out = ["## Personal data and real-data leakage", ""]
+    if p.pii_checked is not None:
+        kinds = ", ".join(f"{md_escape(k)} {n}" for k, n in sorted(p.pii_by_kind.items())) or "none"
+        actions = ", ".join(f"{md_escape(k)}: {md_escape(v)}" for k, v in sorted(p.pii_actions.items()))
+        out += [f"- **PII:** {p.pii_checked} row(s) scanned; {p.pii_rows_redacted} redacted (typed placeholders such as "
+                f"`[EMAIL]`, each edit in the row's lineage) and {p.pii_rows_rejected} rejected. Rows with a hit, by kind: "
+                f"{kinds}.",
+                f"- **PII policy:** {actions or 'defaults'}."]
+    if p.leakage_checked is not None:
+        rules = [f"a shared verbatim span of ≥ {p.min_span_words} words or ≥ {p.min_span_chars} characters"]
+        if p.embedding_threshold is not None:
+            rules.append(f"an embedding near-copy (cosine ≥ {_fmt_num(p.embedding_threshold)})")
+        by_source = ", ".join(f"{md_escape(k)} {n}" for k, n in sorted(p.leakage_by_source.items())) or "none"
+        by_category = ", ".join(f"{md_escape(k)} {n}" for k, n in sorted(p.leakage_by_category.items())) or "none"
+        copied = ", ".join(md_code(s) for s in p.leakage_sources) or "none"
+        out += ["", "### Real-data leakage", "",
+                f"Every row reaching this gate ({p.leakage_checked}) was compared with {p.real_rows if p.real_rows is not None else 'the'} "
+                f"real row(s) {'the auditor supplied (--reference)' if f.kind == 'audit' else 'the batch is grounded on (every seed and the reference sample)'}: "
+                f"{' or '.join(rules)} is a leak. "
+                f"**{p.leakage_rows} row(s) rejected as copies of real data** (by kind: {by_category}; copied from: "
+                f"{by_source}). Real rows copied: {copied}. This is separate from eval-set contamination above; the "
+                "seeds themselves are the user's and are not part of the shipped rows."]
+    return out + [""]
+
+
 def _rate(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
 
@@ -941,7 +1208,111 @@ def _section_review(f: CardFacts) -> list[str]:
         out += [f"- **Reviewed:** {r.reviewed}", f"- **Defects:** {r.defects}",
                 f"- **Defect rate:** {f'{rate:.1%}' if rate is not None else 'n/a'}",
                 "- **Slices returned to synthesis:** " + (", ".join(f"{md_code(s)}" for s in r.slices_returned) or "none")]
+    return out + [""] + _review_agreement(r.agreement)
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def _review_agreement(a: dict[str, Any] | None) -> list[str]:
+    """Reviewer agreement: Cohen's kappa and raw agreement on the double-reviewed rows, per batch and reviewer pair."""
+    if a is None:
+        return []
+    out = ["### Reviewer agreement", ""]
+    policy = {"third_reviewer": "a third reviewer, who is neither of the first two, decides",
+              "defect": "the row counts as a defect"}.get(str(a.get("disagreement_policy")), md_escape(str(a.get("disagreement_policy"))))
+    if not a.get("double_reviewed"):
+        return out + ["Not measured in this batch: no sampled row was given to a second reviewer "
+                      "(`review.agreement.second_review_fraction` / `min_double_reviewed` in the gate config).", ""]
+    kappa = _num(a.get("kappa")) if a.get("kappa") is not None else f"n/a ({md_escape(str(a.get('kappa_note') or 'not defined'))})"
+    out += [f"- **Double-reviewed:** {a.get('double_reviewed')} of {a.get('sampled')} sampled rows went to a second, "
+            f"independent reviewer (never the same person; the second does not see the first verdict); "
+            f"{a.get('pairs', 0)} judged by both so far, {a.get('awaiting_second', 0)} awaiting the second review, "
+            f"{a.get('awaiting_third', 0)} awaiting a third.",
+            f"- **Cohen's kappa (accept / reject):** {kappa}; raw agreement {_rate(a.get('agreement'))}; "
+            f"{a.get('disagreements', 0)} disagreement(s).",
+            f"- **On disagreement:** {policy}."]
+    third = a.get("third_reviewer") or {}
+    if third.get("decided"):
+        out.append(f"- **Third reviews:** {third.get('decided')} decided ({third.get('accepted', 0)} accept, "
+                   f"{third.get('rejected', 0)} reject); sided with the first reviewer {third.get('sided_with_first', 0)}, "
+                   f"with the second {third.get('sided_with_second', 0)}.")
+    if a.get("defects_from_disagreement"):
+        out.append(f"- **Defects from disagreement:** {a.get('defects_from_disagreement')}.")
+    pairs = a.get("by_pair") or []
+    if pairs:
+        rows = [[" / ".join(md_code(x) for x in p.get("reviewers", [])), p.get("n", 0), _rate(p.get("agreement")),
+                 _num(p.get("kappa")) if p.get("kappa") is not None else md_escape(str(p.get("kappa_note") or "n/a")),
+                 p.get("disagreements", 0), md_escape(p.get("note") or "")] for p in pairs]
+        out += ["", md_table(["reviewer pair (HMAC prefix)", "rows", "agreement", "kappa", "disagreements", "note"], rows,
+                             "lrrrrl", escape=False)]
     return out + [""]
+
+
+_STATE_WORD = {"normal": "normal", "tightened": "tightened", "reduced": "reduced", "discontinued": "**DISCONTINUED**"}
+_RESULT_WORD = {"accepted": "accepted", "accepted_limit": "accepted (Ac < d < Re: normal reinstated)",
+                "rejected": "not accepted", "pending": "pending", "incomplete": "incomplete (deadline passed)"}
+
+
+def _section_review_programme(f: CardFacts) -> list[str]:
+    """Review programme: each slice's switching state entering and after this batch, its plan, lot result and
+    why; then the operating characteristic of each distinct plan (table + oc_curves.png)."""
+    rp = f.review_programme
+    if rp is None:
+        return []
+    out = ["## Review programme", ""]
+    rules = ("Switching rules across batches **on** (ISO 2859-1:1999 clause 9, per slice: tightened after 2 of 5 "
+             "or fewer consecutive lots not accepted, normal after 5 consecutive accepted lots, discontinued after 5 "
+             "lots not accepted on tightened inspection; reduced inspection "
+             + ("permitted once the switching score reaches 30 with steady production)." if rp.allow_reduced
+                else "not permitted by the config).")) if rp.switching else \
+        "Switching rules across batches **off**: every slice of every batch is judged under normal inspection."
+    out += [rules, "", f"Plans: {md_escape(rp.standard)}.", ""]
+    if rp.discontinued:
+        out += [f"**DISCONTINUED (ISO 2859-1 9.4):** {', '.join(md_code(x) for x in rp.discontinued)}: 5 lots not "
+                "accepted on tightened inspection. Acceptance by sampling has stopped for these slices until "
+                "corrective action is recorded; their rows were still reviewed under the tightened plan.", ""]
+    stale = [x.slice_key for x in rp.slices if x.stale]
+    if stale:
+        out += [f"**Stale:** {', '.join(md_code(x) for x in stale)} were sampled under a state that the replay of "
+                "earlier batches no longer gives (an earlier batch was re-run or decided later); re-draw their "
+                "sample to follow the programme.", ""]
+    rows = []
+    for x in rp.slices:
+        plan = f"n={x.sample_size}, Ac={x.acceptance_number}, Re={x.rejection_number}"
+        if x.code_letter:
+            plan += f" (code {md_escape(x.code_letter)})"
+        if x.plan_kind == "zero_acceptance":
+            plan += " zero-acceptance"
+        result = _RESULT_WORD.get(x.result, md_escape(x.result))
+        if x.result != "pending" or x.reviewed:
+            result += f", {x.defects} defect(s) in {x.reviewed}"
+        why = md_escape(x.reason, 400)
+        if x.entering_reason and x.state_entering != "normal":
+            why = f"entering: {md_escape(x.entering_reason, 300)}; {why}"
+        rows.append([md_code(x.slice_key), _STATE_WORD.get(x.state_entering, md_escape(x.state_entering)), plan, result,
+                     _STATE_WORD.get(x.state_after, md_escape(x.state_after)), why])
+    out += [md_table(["slice", "state entering this batch", "plan used", "lot result", "state after", "why"], rows,
+                     "llllll", escape=False), ""]
+    if rp.oc_curves:
+        rates = [f"{100 * r:g}%" for r in rp.oc_rates]
+        out += ["### Operating characteristic of this batch's plans", "",
+                "P(a slice is accepted) at each defect rate (binomial: a process or an infinite lot at that rate; a "
+                "lot is accepted with fewer than Re defects in its sample). LQ10 is the defect rate accepted only "
+                "10% of the time." + (f" AQL {rp.aql:g}%." if rp.aql is not None else ""), ""]
+        table = []
+        for c in rp.oc_curves:
+            slices = ", ".join(md_code(k) for k in c.slices[:8]) + (f" … ({len(c.slices)})" if len(c.slices) > 8 else "")
+            table.append([md_escape(c.label), slices, *[f"{p:.3f}" for p in c.p_accept], f"{100 * c.lq10:.1f}%"])
+        out += [md_table(["plan", "slices", *rates, "LQ10"], table, "ll" + "r" * (len(rates) + 1), escape=False), ""]
+        full = sorted({k for c in rp.oc_curves for k in c.full_inspection_slices})
+        if full:
+            out += [f"Inspected in full (every row reviewed; the curve describes the process rate, not the lot): "
+                    f"{', '.join(md_code(k) for k in full)}.", ""]
+        if rp.oc_image:
+            out += [f"![OC curves: P(slice accepted) by defect rate, one curve per plan]({md_link_target(rp.oc_image)})", ""]
+    return out
 
 
 def _toxicity_limitation(f: CardFacts) -> str:
@@ -1003,12 +1374,22 @@ def _limitations(f: CardFacts) -> list[str]:
         items.append("**Embeddings were off:** contamination was checked with the n-gram rules only (an edited or "
                      "reworded eval item that the embedding rule would catch was not looked for) and the drift checks' "
                      "embedding probes (nearest-reference distance, pairwise distance, cluster entropy) did not run.")
+    pii_ran = f.privacy is not None and f.privacy.pii_checked is not None
+    pii = ("personal data beyond what the PII gate detects (its kinds and measured recall are in "
+           "docs/measurements/pii.md: names only in customer context and from its name lists, addresses only with a "
+           "house number and street, English-language cues)") if pii_ran else "personal data (no PII scan ran)"
     items.append(
         f"**Not verified:** factual accuracy and helpfulness of responses {reviewed}; content in "
         "languages other than English (the quality gate only checks the language label, the toxicity and bias "
-        "screens are English-only); personal data (no PII scan runs); licensing and terms of use of the generator's "
+        f"screens are English-only); {pii}; licensing and terms of use of the generator's "
         "outputs; correctness of code or maths in responses; safety beyond lexical toxicity."
     )
+    if f.privacy is not None and f.privacy.leakage_checked is not None:
+        items.append(
+            f"**Real-data leakage is checked against the real rows the batch was given** (seeds and the reference "
+            f"sample): verbatim spans of ≥ {f.privacy.min_span_words} words / ≥ {f.privacy.min_span_chars} characters "
+            "and embedding near-copies. A copy of a real message shorter than that, or a heavily reworded one, passes "
+            "(docs/measurements/memorisation.md); real data the pipeline was never given cannot be checked.")
     if f.kind == "audit":
         items.append("**Audit mode:** the generator, prompts and sampling of these rows are unknown; the gates ran in "
                      "advisory mode (nothing was regenerated), and thresholds tuned for synqa's own rows may not suit them.")
@@ -1063,8 +1444,8 @@ def render_card(facts: CardFacts) -> str:
     sections = [
         _section_summary(facts), _section_checks(facts), _section_composition(facts), _section_origin(facts),
         _section_generators(facts), _section_gates(facts), _section_slices(facts), _section_gate_quality(facts),
-        _section_contamination(facts), _section_drift(facts),
-        _section_review(facts),
+        _section_contamination(facts), _section_privacy(facts), _section_drift(facts),
+        _section_review(facts), _section_review_programme(facts),
         _limitations(facts), _section_lineage(facts), _section_funnel(facts), _section_files(facts),
     ]
     body = "\n".join(line for section in sections for line in section).rstrip() + "\n"

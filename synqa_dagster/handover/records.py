@@ -18,7 +18,9 @@ from typing import Any
 import pandas as pd
 
 from synqa_dagster.common import jsonable
+from synqa_dagster.gates.base import edits_column
 from synqa_dagster.lineage.pack import content_digests
+
 #: The data fields of a row (what is trained on); each is digested into the row's lineage record.
 DATA_FIELDS = ("instruction", "response", "messages", "text")
 #: Descriptive columns shipped next to the data fields in accepted.jsonl / rejected.jsonl.
@@ -60,14 +62,37 @@ def _records_of(table: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[s
 
 
 def _gate_index(gate: str, table: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """The lineage entry of every row a gate saw: kept or dropped, its score, and the drop's category/reason."""
+    """The lineage entry of every row a gate saw: kept or dropped, its score, the drop's category/reason, and —
+    for a gate that rewrites rows (PII redaction) — ``edits``: what it changed (kind, column, span, placeholder)."""
     out: dict[str, dict[str, Any]] = {}
-    for rid, r in _records_of(table, ("kept", f"score_{gate}", "reject_category", "reject_reason")).items():
+    edits = edits_column(gate)
+    rewrites = edits in table.columns
+    columns = ("kept", f"score_{gate}", "reject_category", "reject_reason") + ((edits,) if rewrites else ())
+    for rid, r in _records_of(table, columns).items():
         kept = bool(r["kept"])
         entry = {"result": "kept" if kept else "dropped", "score": clean(r[f"score_{gate}"])}
         if not kept:
             entry.update(category=clean(r["reject_category"]), reason=clean(r["reject_reason"]))
+        if rewrites and clean(r[edits]) is not None:
+            entry["edits"] = _json_field(r[edits])
         out[rid] = entry
+    return out
+
+
+def final_content(candidates: pd.DataFrame, gate_tables: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, Any]]:
+    """``row_id -> row`` for every row a gate rewrote: the row as the last rewriting gate that saw it left it.
+
+    Gates that rewrite rows (a ``edits_<gate>`` column in their decision table) pass the rewritten row on, so a
+    row ships — accepted, or in the reject log — in that form, never as generated (a redacted e-mail address must
+    not come back through ``rejected.jsonl``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for gate, table in gate_tables.items():
+        edits = edits_column(gate)
+        if edits not in table.columns:
+            continue
+        changed = table.loc[table[edits].notna()]
+        for row in changed.to_dict("records"):
+            out[str(row["row_id"])] = row
     return out
 
 
@@ -123,13 +148,14 @@ def lineage_records(
     review = next((t for t in gate_tables.values() if "review_sampled" in t.columns), None)
     reviews = _review_index(review)
     rejects = {g: _records_of(t.loc[~t["kept"].astype(bool)], REJECT_FIELDS) for g, t in gate_tables.items()}
+    rewritten = final_content(candidates, gate_tables)
     records, accepted, rejected = [], [], []
     ordered = candidates.sort_values("row_id")
     for row in ordered.to_dict("records"):
         row_id = str(row["row_id"])
         gates = _gate_entries(row_id, indexes)
         dropped = next((g for g, e in gates.items() if e["result"] == "dropped"), None)
-        shipped = data_row(row)
+        shipped = data_row(rewritten.get(row_id, row))
         digests = content_digests(shipped, DATA_FIELDS)
         record = {
             "row_id": row_id,

@@ -2,9 +2,16 @@
 
     synqa review serve [--host 127.0.0.1] [--port 8765] [--store URL]
     synqa review add-reviewer NAME [--store URL]       prints the reviewer's sign-in token (shown once)
-    synqa review progress [BATCH] [--store URL]
-    synqa review export BATCH PATH [--store URL]       undecided items to a CSV for offline review
+    synqa review progress [BATCH] [--json] [--min-pair-items N] [--store URL]
+                                                       per batch: sampled, decided, awaiting second / third review,
+                                                       reviewer agreement (Cohen's kappa, raw, per reviewer pair)
+    synqa review export BATCH PATH [--reviewer NAME] [--store URL]
+                                                       items still needing a decision to a CSV for offline review
+                                                       (--reviewer: leave out the items NAME decided already)
     synqa review import PATH [--store URL]             record the decisions of a filled-in CSV
+    synqa review export-decisions BATCH PATH [--store URL]
+                                                       every reviewer's decision per sampled row (owner's view:
+                                                       shows verdicts, do not hand it to reviewers)
 
 Store URL: ``--store``, else ``$SYNQA_REVIEW_STORE``, else ``sqlite:///<instance>/review/review.db``.
 Secrets (created on first use): ``<instance>/keys/reviewer_hmac.key`` (pseudonymises reviewer ids in decisions)
@@ -15,10 +22,12 @@ and ``<instance>/keys/review_session.key`` (signs session cookies); ``<instance>
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from synqa_dagster.paths import default_review_store_url
-from synqa_dagster.review.csv_io import export_csv, import_csv
+from synqa_dagster.review.agreement import DEFAULT_MIN_PAIR_ITEMS, agreement_lines, agreement_report
+from synqa_dagster.review.csv_io import export_csv, export_decisions_csv, import_csv
 from synqa_dagster.review.identity import reviewer_hasher
 from synqa_dagster.review.store import ReviewStore, UnknownBatchError, redact_url
 
@@ -48,12 +57,20 @@ def configure_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
     p = add("add-reviewer", "register a reviewer (or re-issue their token) and print the token")
     p.add_argument("name", help="reviewer id used to sign in (stored; decisions only keep its HMAC)")
-    p = add("progress", "review progress of every batch, or one")
+    p = add("progress", "review progress and reviewer agreement of every batch, or one")
     p.add_argument("batch", nargs="?")
-    p = add("export", "write a batch's undecided items to a CSV file")
+    p.add_argument("--json", action="store_true", help="print the agreement report of each batch as JSON")
+    p.add_argument("--min-pair-items", type=int, default=DEFAULT_MIN_PAIR_ITEMS,
+                   help=f"reviewer pairs with fewer double-reviewed rows are marked as too few "
+                        f"(default {DEFAULT_MIN_PAIR_ITEMS})")
+    p = add("export", "write a batch's items that still need a decision to a CSV file")
     p.add_argument("batch")
     p.add_argument("path")
+    p.add_argument("--reviewer", help="the reviewer the file is for: leave out the items they decided already")
     p = add("import", "record the decisions of a filled-in CSV file (all or nothing)")
+    p.add_argument("path")
+    p = add("export-decisions", "write every reviewer's decision per sampled row to a CSV file (owner's view)")
+    p.add_argument("batch")
     p.add_argument("path")
     return review
 
@@ -75,10 +92,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"reviewer {args.name}: token (shown once, keep it secret):\n{token}")
             return 0
         if command == "progress":
-            return _print_progress(store, args.batch)
+            if args.min_pair_items < 1:
+                raise ValueError(f"--min-pair-items must be at least 1; got {args.min_pair_items}")
+            return _print_progress(store, args.batch, as_json=args.json, min_pair_items=args.min_pair_items)
         if command == "export":
-            count = export_csv(store, args.batch, args.path)
-            print(f"exported {count} undecided items of batch {args.batch} to {args.path}")
+            reviewer = reviewer_hasher()(args.reviewer) if args.reviewer else None
+            count = export_csv(store, args.batch, args.path, reviewer_hmac=reviewer)
+            mine = f" not yet decided by {args.reviewer}" if args.reviewer else ""
+            print(f"exported {count} items needing a decision{mine} of batch {args.batch} to {args.path}")
+            return 0
+        if command == "export-decisions":
+            count = export_decisions_csv(store, args.batch, args.path)
+            print(f"exported the decisions on {count} sampled rows of batch {args.batch} to {args.path} "
+                  f"(shows every reviewer's verdict: not for reviewers)")
             return 0
         if command == "import":
             result = import_csv(store, args.path, reviewer_hasher())
@@ -96,8 +122,14 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled review command {command!r}")  # argparse restricts the choices
 
 
-def _print_progress(store, batch: str | None) -> int:
+def _print_progress(store, batch: str | None, *, as_json: bool = False,
+                    min_pair_items: int = DEFAULT_MIN_PAIR_ITEMS) -> int:
     progress = [store.progress(batch)] if batch else store.all_progress()
+    if as_json:
+        reports = [agreement_report(store, p.batch, p.sample_version, min_pair_items=min_pair_items)
+                   for p in progress]
+        print(json.dumps(reports, indent=2, sort_keys=True))
+        return 0
     if not progress:
         print("no batch has been sampled for review yet")
     for p in progress:
@@ -105,6 +137,11 @@ def _print_progress(store, batch: str | None) -> int:
         due = f", due {p.deadline:%Y-%m-%d %H:%M} UTC" if p.deadline else ""
         print(f"{p.batch}: {p.decided}/{p.total} decided ({p.accepted} accepted, {p.rejected} rejected), "
               f"{state}, sample {p.sample_version}{due}")
+        print(f"  sampled {p.total}, decided {p.decided}, awaiting second review {p.awaiting_second}, "
+              f"awaiting third review {p.awaiting_third}, undecided {p.undecided}")
+        report = agreement_report(store, p.batch, p.sample_version, min_pair_items=min_pair_items)
+        for line in agreement_lines(report):
+            print(line)
     return 0
 
 

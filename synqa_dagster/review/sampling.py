@@ -28,8 +28,42 @@ Two arrows of the printed table point off the table (A at AQL 10 points up, R at
 nearest plan in the other direction of the same column is used (R at 0.015 -> P, n = 800, Ac 0, as the AQL
 Inspector's Rule instructions state; A at 10 -> C, n = 5, Ac 1).
 
-What is *not* implemented: double / multiple sampling and the switching rules (tightened / reduced inspection).
-Every slice of every batch is judged under normal inspection as an isolated lot.
+Tightened and reduced inspection (the switching rules across batches live in :mod:`.switching`):
+
+* **Table 2-B** ("Single sampling plans for tightened inspection (Master table)") is encoded like Table 2-A, arrows
+  included. Its rows read ↓ ... ↓, 0/1, ↓, ↓, 1/2, 2/3, 3/4, 5/6, 8/9, 12/13, 18/19, then ↑ ... ↑ (rows B-E continue
+  with 27/28 and 41/42; row A has no 0/1 cell: it reads ↓ up to AQL 25, then 1/2 ... 27/28 from AQL 40). The
+  tightened table adds code letter **S** (n = 3150), whose only plan is 1/2 at AQL 0.025; R at AQL 0.015 points
+  down off the table's plans, so (as for Table 2-A) the nearest plan the other way is used (Q, n = 1250, Ac 0).
+  Tightened inspection keeps the normal sample size of a code letter and lowers the acceptance number (e.g. code J,
+  AQL 1.0: normal n = 80, Ac 2; tightened n = 80, Ac 1, Re 2).
+* **Table 2-C** (reduced inspection): sample sizes A-C 2, D 3, E 5, F 8, G 13, H 20, J 32, K 50, L 80, M 125,
+  N 200, P 315, Q 500, R 800 (2/5 of normal from F on). **Caveat, stated wherever a reduced plan is used:** the
+  1999 edition of ISO 2859-1 replaced the limit numbers by the switching score and, as far as could be
+  established here, also revised the reduced plans so that Re = Ac + 1 (no "accept the lot but reinstate normal
+  inspection" zone between Ac and Re); its Table 2-C cells could not be checked against a copy of the
+  standard. What is encoded is the public-domain MIL-STD-105E Table II-C (= ISO 2859-1:1989 Table 2-C = ANSI/ASQC
+  Z1.4-1993 Table II-C), whose reduced plans have Re > Ac + 1 (0/2, 1/3, 1/4, 2/5, 3/6, 5/8, 7/10, 10/13, 14/17,
+  21/24; row A reads 1/2, 2/3, ... 30/31 from AQL 25 and row B 0/2, 1/3, 2/4, 3/5, 5/6, 7/8 ... 30/31 from AQL
+  15, as in that rendering; every row ends in 30/31 at AQL 1000). With such a plan a
+  defect count d with Ac < d < Re accepts the lot and reinstates normal inspection (MIL-STD-105E 10.1.4 / ISO
+  2859-1:1989), which :func:`slice_verdicts` and :mod:`.switching` implement. Reduced inspection is off unless the
+  config's ``allow_reduced`` is set.
+
+Sources of Tables 2-B and 2-C: the tables as transcribed in the AQLSchemes R package (J. Lawson, "MIL-STD-105E
+ANSI/ASQ Z1.4", resolved per code letter and AQL column), which agrees cell for cell with the Table 2-A encoded
+here; the arrow layout below was reconstructed so that following its arrows gives exactly those resolved plans
+(checked on every cell while encoding; the tests re-check each row's plan sequence and the resolved plans of
+the AQL 0.65-10 columns). Where rows share a sample size (2-C rows A-C all have n = 2) the arrow printed in
+a cell cannot be told from the resolved table; the plan it leads to is the same either way.
+
+Zero-acceptance plans have no table. Their documented analogues: tightened = the same confidence for a bounded
+defect rate half as large (``tightened_max_defect_rate``, default ``max_defect_rate / 2``: about twice the rows;
+a c = 0 plan cannot lower c, so it bounds a smaller rate instead); reduced = the same bounded rate at a lower
+confidence (``reduced_confidence``, default ``1 - (1 - confidence) ** 0.4``, which gives 2/5 of the rows, the
+ratio of Table 2-C to Table 2-A sample sizes).
+
+What is *not* implemented: double / multiple sampling.
 """
 
 from __future__ import annotations
@@ -39,6 +73,7 @@ import json
 import math
 import numbers
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -114,19 +149,86 @@ _TABLE_2A_ROWS: tuple[tuple[str, str], ...] = (
 
 
 def _parse_cell(text: str) -> tuple[int, int] | str:
-    if text in ("v", "^"):
+    if text in ("v", "^", "-"):
         return text
     ac, re = text.split("/")
     return int(ac), int(re)
 
 
-TABLE_2A: dict[str, tuple[tuple[int, int] | str, ...]] = {
-    letter: tuple(_parse_cell(cell) for cell in cells.split()) for letter, cells in _TABLE_2A_ROWS
-}
+def _parse_table(rows: tuple[tuple[str, str], ...]) -> dict[str, tuple[tuple[int, int] | str, ...]]:
+    table = {letter: tuple(_parse_cell(cell) for cell in cells.split()) for letter, cells in rows}
+    if any(len(cells) != len(AQL_VALUES) for cells in table.values()):  # pragma: no cover - guards the data
+        raise RuntimeError("every table row must have one cell per AQL column")
+    return table
+
+
+TABLE_2A: dict[str, tuple[tuple[int, int] | str, ...]] = _parse_table(_TABLE_2A_ROWS)
 """ISO 2859-1 Table 2-A: code letter -> one cell per AQL column: ``(Ac, Re)``, ``"v"`` (↓) or ``"^"`` (↑)."""
 
-if any(len(cells) != len(AQL_VALUES) for cells in TABLE_2A.values()):  # pragma: no cover - guards the data above
-    raise RuntimeError("Table 2-A rows must have one cell per AQL column")
+TIGHTENED_CODE_LETTERS = CODE_LETTERS + "S"
+"""Code letters of Table 2-B: those of Table 2-A plus S (n = 3150), reached only by the arrows of rows Q and R."""
+
+SAMPLE_SIZES_2B: dict[str, int] = {**SAMPLE_SIZES, "S": 3150}
+"""Table 2-B: sample size of each code letter (tightened inspection keeps the normal sample sizes, plus S)."""
+
+# Table 2-B (tightened inspection, single sampling), same notation as Table 2-A; "-" = no entry (row S only).
+_TABLE_2B_ROWS: tuple[tuple[str, str], ...] = (
+    ("A", "v v v v v v v v v v v v v v v v v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 27/28"),
+    ("B", "v v v v v v v v v v v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 27/28 41/42"),
+    ("C", "v v v v v v v v v v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 27/28 41/42 ^"),
+    ("D", "v v v v v v v v v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 27/28 41/42 ^ ^"),
+    ("E", "v v v v v v v v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 27/28 41/42 ^ ^ ^"),
+    ("F", "v v v v v v v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^"),
+    ("G", "v v v v v v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^ ^"),
+    ("H", "v v v v v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("J", "v v v v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("K", "v v v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("L", "v v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("M", "v v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("N", "v v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("P", "v v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("Q", "v 0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("R", "0/1 v v 1/2 2/3 3/4 5/6 8/9 12/13 18/19 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("S", "- - 1/2 - - - - - - - - - - - - - - - - - - - - - - -"),
+)
+
+TABLE_2B: dict[str, tuple[tuple[int, int] | str, ...]] = _parse_table(_TABLE_2B_ROWS)
+"""ISO 2859-1 Table 2-B (tightened inspection): code letter (A ... S) -> one cell per AQL column."""
+
+SAMPLE_SIZES_2C: dict[str, int] = dict(zip(CODE_LETTERS, (2, 2, 2, 3, 5, 8, 13, 20, 32, 50, 80, 125, 200, 315,
+                                                          500, 800)))
+"""Table 2-C: sample size of each code letter under reduced inspection."""
+
+# Table 2-C (reduced inspection, single sampling) as MIL-STD-105E Table II-C / ISO 2859-1:1989 (see the module
+# docstring: the 1999 revision of the reduced plans is not encoded). Re may exceed Ac + 1.
+_TABLE_2C_ROWS: tuple[tuple[str, str], ...] = (
+    ("A", "v v v v v v v v v v v v v v 0/1 ^ v 1/2 2/3 3/4 5/6 7/8 10/11 14/15 21/22 30/31"),
+    ("B", "v v v v v v v v v v v v v 0/1 ^ v 0/2 1/3 2/4 3/5 5/6 7/8 10/11 14/15 21/22 30/31"),
+    ("C", "v v v v v v v v v v v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 14/17 21/24 ^"),
+    ("D", "v v v v v v v v v v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 14/17 21/24 ^ ^"),
+    ("E", "v v v v v v v v v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 14/17 21/24 ^ ^ ^"),
+    ("F", "v v v v v v v v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^"),
+    ("G", "v v v v v v v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^ ^"),
+    ("H", "v v v v v v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("J", "v v v v v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("K", "v v v v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("L", "v v v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("M", "v v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("N", "v v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("P", "v 0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("Q", "0/1 ^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+    ("R", "^ v 0/2 1/3 1/4 2/5 3/6 5/8 7/10 10/13 ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^ ^"),
+)
+
+TABLE_2C: dict[str, tuple[tuple[int, int] | str, ...]] = _parse_table(_TABLE_2C_ROWS)
+"""Table 2-C (reduced inspection, MIL-STD-105E Table II-C layout): code letter -> one cell per AQL column."""
+
+SEVERITIES: tuple[str, ...] = ("normal", "tightened", "reduced")
+"""Inspection severities that have plans (a discontinued slice is sampled under tightened inspection)."""
+
+_TABLES = {"normal": ("2-A", TABLE_2A, CODE_LETTERS, SAMPLE_SIZES),
+           "tightened": ("2-B", TABLE_2B, TIGHTENED_CODE_LETTERS, SAMPLE_SIZES_2B),
+           "reduced": ("2-C", TABLE_2C, CODE_LETTERS, SAMPLE_SIZES_2C)}
 
 
 def aql_index(aql: float) -> int:
@@ -165,6 +267,46 @@ def code_letter(lot_size: int, level: str) -> str:
     raise AssertionError("Table 1 ends with an open range")  # pragma: no cover
 
 
+def _severity(severity: str) -> str:
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+    return severity
+
+
+def table_plan(letter: str, aql: float, severity: str = "normal") -> tuple[str, int, int]:
+    """The plan of Table 2-A (normal), 2-B (tightened) or 2-C (reduced) for a code letter and an AQL.
+
+    Arrows are followed to the first plan below (↓) or above (↑) in the same AQL column, whose code letter (and
+    sample size) is then used; an arrow that points off the table's plans uses the nearest plan the other way.
+
+    Args:
+        letter: the code letter from Table 1 ("A" ... "R"; Table 2-B also has "S").
+        aql: a standard AQL value (see :data:`AQL_VALUES`).
+        severity: "normal", "tightened" or "reduced".
+
+    Returns:
+        ``(plan_letter, Ac, Re)``; the sample size is ``SAMPLE_SIZES`` / ``SAMPLE_SIZES_2B`` / ``SAMPLE_SIZES_2C``
+        of ``plan_letter``.
+    """
+    name, table, letters, _ = _TABLES[_severity(severity)]
+    if letter not in table:
+        raise ValueError(f"code letter {letter!r} is not one of {', '.join(letters)} (Table {name})")
+    column = aql_index(aql)
+    row = letters.index(letter)
+    cell = table[letter][column]
+    if not isinstance(cell, str):
+        return letter, cell[0], cell[1]
+    step = -1 if cell == "^" else 1
+    for direction in (step, -step):  # the printed arrow first; off the table, the nearest plan the other way
+        index = row + direction
+        while 0 <= index < len(letters):
+            found = table[letters[index]][column]
+            if not isinstance(found, str):
+                return letters[index], found[0], found[1]
+            index += direction
+    raise AssertionError(f"Table {name} column {aql} has no plan")  # pragma: no cover
+
+
 def table_2a_plan(letter: str, aql: float) -> tuple[str, int, int]:
     """ISO 2859-1 Table 2-A: the plan for a code letter and an AQL, following the arrows.
 
@@ -176,22 +318,36 @@ def table_2a_plan(letter: str, aql: float) -> tuple[str, int, int]:
         ``(plan_letter, Ac, Re)``: the code letter whose plan is used (differs from ``letter`` when the cell is an
         arrow; the sample size is ``SAMPLE_SIZES[plan_letter]``), the acceptance and the rejection number.
     """
-    if letter not in TABLE_2A:
-        raise ValueError(f"code letter {letter!r} is not one of {', '.join(CODE_LETTERS)}")
+    return table_plan(letter, aql, "normal")
+
+
+def table_2b_plan(letter: str, aql: float) -> tuple[str, int, int]:
+    """ISO 2859-1 Table 2-B (tightened inspection): ``(plan_letter, Ac, Re)``, sample size
+    ``SAMPLE_SIZES_2B[plan_letter]`` (see :func:`table_plan`)."""
+    return table_plan(letter, aql, "tightened")
+
+
+def table_2c_plan(letter: str, aql: float) -> tuple[str, int, int]:
+    """Table 2-C (reduced inspection, MIL-STD-105E Table II-C layout; see the module docstring):
+    ``(plan_letter, Ac, Re)``, sample size ``SAMPLE_SIZES_2C[plan_letter]``; Re may exceed Ac + 1."""
+    return table_plan(letter, aql, "reduced")
+
+
+def tighter_acceptance_number(plan_letter: str, aql: float) -> int | None:
+    """Ac of the Table 2-A plan of ``plan_letter`` one AQL column tighter (the next smaller AQL).
+
+    The ISO 2859-1:1999 switching score (9.3.3.2 a) 1)) adds 3 for a lot accepted under a normal plan with Ac >= 2
+    only if it "would have been accepted if the AQL had been one step tighter": with the same code letter, at
+    most this many defects. For every Table 2-A plan with Ac >= 2 the cell to its left in the same row is a plan
+    (the row reads ... 1/2, 2/3, 3/4, 5/6, 7/8, 10/11, 14/15, 21/22, 30/31, 44/45), so this is the previous
+    acceptance number of that sequence. Returns None where that cell is an arrow or there is no tighter column
+    (Ac 0 or 1, where the score uses the +2 rule instead).
+    """
     column = aql_index(aql)
-    row = CODE_LETTERS.index(letter)
-    cell = TABLE_2A[letter][column]
-    if not isinstance(cell, str):
-        return letter, cell[0], cell[1]
-    step = 1 if cell == "v" else -1
-    for direction in (step, -step):  # the printed arrow first; off the table, the nearest plan the other way
-        index = row + direction
-        while 0 <= index < len(CODE_LETTERS):
-            found = TABLE_2A[CODE_LETTERS[index]][column]
-            if not isinstance(found, str):
-                return CODE_LETTERS[index], found[0], found[1]
-            index += direction
-    raise AssertionError(f"Table 2-A column {aql} has no plan")  # pragma: no cover
+    if plan_letter not in TABLE_2A or column == 0:
+        return None
+    cell = TABLE_2A[plan_letter][column - 1]
+    return None if isinstance(cell, str) else cell[0]
 
 
 # ------------------------------------------------------------------------------------------ operating curves
@@ -232,6 +388,31 @@ def limiting_quality(sample_size: int, acceptance_number: int, consumer_risk: fl
     return high
 
 
+OC_DEFECT_RATES: tuple[float, ...] = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.10, 0.15, 0.20)
+"""Defect rates at which the dataset card tabulates each plan's operating characteristic (0.5% ... 20%)."""
+
+
+def lot_acceptance_probability(sample_size: int, acceptance_number: int, rejection_number: int,
+                               defect_rate: float) -> float:
+    """P(the lot is accepted) under a plan (binomial, like :func:`acceptance_probability`).
+
+    A lot is accepted with fewer than ``rejection_number`` defects in the sample: with ``Re = Ac + 1`` (Tables
+    2-A, 2-B and zero-acceptance plans) that is :func:`acceptance_probability` at ``Ac``; a reduced plan with
+    ``Re > Ac + 1`` (Table 2-C) also accepts the lot for ``Ac < d < Re`` (and reinstates normal inspection), so
+    its lot acceptance is at ``Re - 1``.
+    """
+    if rejection_number <= acceptance_number:
+        raise ValueError(f"rejection_number ({rejection_number}) must exceed acceptance_number ({acceptance_number})")
+    return acceptance_probability(sample_size, rejection_number - 1, defect_rate)
+
+
+def operating_characteristic(sample_size: int, acceptance_number: int, rejection_number: int | None = None,
+                             rates: tuple[float, ...] = OC_DEFECT_RATES) -> dict[float, float]:
+    """The plan's P(accept the lot) at each of ``rates`` (binomial; see :func:`lot_acceptance_probability`)."""
+    re = acceptance_number + 1 if rejection_number is None else rejection_number
+    return {rate: lot_acceptance_probability(sample_size, acceptance_number, re, rate) for rate in rates}
+
+
 def hypergeometric_defect_bound(lot_size: int, sample_size: int, confidence: float) -> int:
     """Upper confidence bound on the number of defective items in a finite lot after 0 defects in a sample.
 
@@ -266,15 +447,44 @@ class ZeroAcceptancePlan(_Strict):
         kind: "zero_acceptance" (the discriminator of :data:`SamplingPlan`).
         confidence: C in (0, 1): confidence that a slice passing with 0 defects has a defect rate <= p.
         max_defect_rate: p in (0, 1): the defect rate the plan bounds.
+        tightened_max_defect_rate: p under tightened inspection (switching rules; default ``max_defect_rate / 2``).
+        reduced_confidence: C under reduced inspection (default ``1 - (1 - confidence) ** 0.4``: 2/5 of the rows).
     """
 
     kind: Literal["zero_acceptance"] = "zero_acceptance"
     confidence: float = Field(0.90, gt=0.0, lt=1.0)
     max_defect_rate: float = Field(0.10, gt=0.0, lt=1.0)
+    tightened_max_defect_rate: float | None = Field(None, gt=0.0, lt=1.0)
+    reduced_confidence: float | None = Field(None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _analogues(self) -> ZeroAcceptancePlan:
+        if self.tightened_max_defect_rate is not None and self.tightened_max_defect_rate > self.max_defect_rate:
+            raise ValueError(f"tightened_max_defect_rate ({self.tightened_max_defect_rate}) must be at most "
+                             f"max_defect_rate ({self.max_defect_rate}): tightened inspection bounds a smaller rate")
+        if self.reduced_confidence is not None and self.reduced_confidence > self.confidence:
+            raise ValueError(f"reduced_confidence ({self.reduced_confidence}) must be at most confidence "
+                             f"({self.confidence}): reduced inspection reviews fewer rows")
+        return self
+
+    def parameters(self, severity: str = "normal") -> tuple[float, float]:
+        """``(confidence, max_defect_rate)`` of the plan under ``severity``: normal as configured; tightened =
+        same confidence, ``tightened_max_defect_rate`` (default half of ``max_defect_rate``); reduced = same rate,
+        ``reduced_confidence`` (default ``1 - (1 - confidence) ** 0.4``: 2/5 of the rows, the Table 2-C : 2-A
+        sample size ratio). The documented analogue of ISO 2859-1 tightened / reduced inspection for c = 0."""
+        severity = _severity(severity)
+        if severity == "tightened":
+            rate = self.tightened_max_defect_rate
+            return self.confidence, (self.max_defect_rate / 2 if rate is None else rate)
+        if severity == "reduced":
+            conf = self.reduced_confidence
+            return (1.0 - (1.0 - self.confidence) ** 0.4 if conf is None else conf), self.max_defect_rate
+        return self.confidence, self.max_defect_rate
 
 
 class Iso2859Plan(_Strict):
-    """ISO 2859-1 single sampling plan, normal inspection.
+    """ISO 2859-1 single sampling plan: normal inspection (Table 2-A); under the switching rules a slice may be on
+    tightened (Table 2-B) or reduced (Table 2-C) inspection instead, with the same level and AQL.
 
     Attributes:
         kind: "iso2859" (the discriminator of :data:`SamplingPlan`).
@@ -312,12 +522,22 @@ class ReviewSamplingConfig(_Strict):
         strata: columns whose value combination defines a slice (each slice is its own lot); empty = one lot.
         tiers: tier name -> plan (:class:`ZeroAcceptancePlan` or :class:`Iso2859Plan`).
         seed: mixed into the row ranking; change it to draw a different (still reproducible) sample.
+        switching: apply the ISO 2859-1:1999 clause 9 switching rules across batches, per slice
+            (:mod:`synqa_dagster.review.switching`): tightened inspection (Table 2-B / the zero-acceptance
+            analogue) after 2 of 5 or fewer consecutive lots are not accepted, normal again after 5 consecutive
+            accepted lots, discontinuation after 5 lots not accepted on tightened inspection. False: every lot is
+            judged under normal inspection, as an isolated lot.
+        allow_reduced: the "responsible authority" condition of 9.3.3.1 c): reduced inspection (Table 2-C) is
+            permitted once a slice's switching score reaches 30 and its production is steady. Off by default (see
+            the Table 2-C caveat in the module docstring).
     """
 
     risk_tier: str = "medium"
     strata: list[str] = Field(default_factory=lambda: ["intent", "locale"])
     tiers: dict[str, SamplingPlan] = Field(default_factory=_default_tiers)
     seed: int = 0
+    switching: bool = True
+    allow_reduced: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ReviewSamplingConfig:
@@ -348,12 +568,16 @@ class PlanDecision:
         lot_size: items in the lot.
         sample_size: items to review (``n``; equals ``lot_size`` under 100 % inspection).
         acceptance_number: ``c`` / Ac: the lot is accepted with at most this many defects.
-        rejection_number: Re = Ac + 1: the lot is rejected once this many defects are found.
+        rejection_number: Re: the lot is rejected once this many defects are found (Ac + 1, except reduced plans
+            of Table 2-C, where Ac < d < Re accepts the lot and reinstates normal inspection).
         code_letter: ISO: the code letter whose plan is used (after following arrows); None for zero-acceptance.
         table_code_letter: ISO: the code letter Table 1 gives for the lot size (before arrows); else None.
         table_sample_size: the plan's own sample size before capping at the lot size.
         full_inspection: True when every item of the lot is reviewed.
         description: one plain-text paragraph: how the plan was derived and what it means.
+        severity: "normal", "tightened" or "reduced": the inspection the plan is for.
+        tighter_acceptance_number: normal ISO plans with Ac >= 2: the Ac one AQL step tighter (the switching
+            score's test, :func:`tighter_acceptance_number`); else None.
     """
 
     kind: str
@@ -366,15 +590,22 @@ class PlanDecision:
     table_sample_size: int
     full_inspection: bool
     description: str
+    severity: str = "normal"
+    tighter_acceptance_number: int | None = None
 
 
-def iso2859_plan(lot_size: int, level: str, aql: float) -> PlanDecision:
-    """ISO 2859-1 single sampling plan, normal inspection, for one lot.
+_SEVERITY_TEXT = {"normal": "normal inspection", "tightened": "tightened inspection", "reduced": "reduced inspection"}
+
+
+def iso2859_plan(lot_size: int, level: str, aql: float, severity: str = "normal") -> PlanDecision:
+    """ISO 2859-1 single sampling plan for one lot under normal, tightened or reduced inspection.
 
     Args:
         lot_size: items in the lot (>= 1).
         level: inspection level (S-1 ... S-4, I, II, III).
         aql: a standard AQL (Table 2-A column), in percent.
+        severity: "normal" (Table 2-A), "tightened" (Table 2-B) or "reduced" (Table 2-C; see the module docstring
+            for which edition's reduced plans are encoded).
 
     Returns:
         A :class:`PlanDecision`; when the plan's sample size reaches the lot size every item is inspected and
@@ -382,35 +613,46 @@ def iso2859_plan(lot_size: int, level: str, aql: float) -> PlanDecision:
     """
     lot_size = _positive_int(lot_size, "lot_size")
     aql = AQL_VALUES[aql_index(aql)]
+    severity = _severity(severity)
+    name, table, letters, sizes = _TABLES[severity]
     first = code_letter(lot_size, level)
-    letter, ac, re = table_2a_plan(first, aql)
-    n_table = SAMPLE_SIZES[letter]
+    letter, ac, re = table_plan(first, aql, severity)
+    n_table = sizes[letter]
     full = n_table >= lot_size
     n = lot_size if full else n_table
     label = _AQL_LABELS[aql_index(aql)]
-    parts = [f"ISO 2859-1 single sampling, normal inspection, level {level}, AQL {label}: lot of {lot_size} -> "
-             f"code letter {first} (Table 1)"]
+    parts = [f"ISO 2859-1 single sampling, {_SEVERITY_TEXT[severity]}, level {level}, AQL {label}: lot of "
+             f"{lot_size} -> code letter {first} (Table 1)"]
     if letter != first:
-        printed = "down" if TABLE_2A[first][aql_index(aql)] == "v" else "up"
-        went = "below" if CODE_LETTERS.index(letter) > CODE_LETTERS.index(first) else "above"
-        parts.append(f"; Table 2-A shows an arrow ({printed}) for {first} at AQL {label}, so the first plan {went} "
-                     f"it is used: code letter {letter}")
+        printed = "down" if table[first][aql_index(aql)] == "v" else "up"
+        went = "below" if letters.index(letter) > letters.index(first) else "above"
+        parts.append(f"; Table {name} shows an arrow ({printed}) for {first} at AQL {label}, so the first plan "
+                     f"{went} it is used: code letter {letter}")
         if (printed == "down") != (went == "below"):
             parts.append(" (the printed arrow points off the table; the nearest plan the other way is used)")
-    parts.append(f"; n={n_table}, Ac={ac}, Re={re} (Table 2-A).")
-    rule = ("any defective row rejects the slice" if ac == 0
-            else f"the slice is accepted with at most {ac} defective rows and rejected with {re} or more")
+    parts.append(f"; n={n_table}, Ac={ac}, Re={re} (Table {name}).")
+    if ac == 0 and re == 1:
+        rule = "any defective row rejects the slice"
+    elif re == ac + 1:
+        rule = f"the slice is accepted with at most {ac} defective rows and rejected with {re} or more"
+    else:
+        rule = (f"the slice is accepted with at most {ac} defective rows and rejected with {re} or more; "
+                f"{ac + 1 if re - 1 == ac + 1 else f'{ac + 1}-{re - 1}'} defective rows accept the slice but "
+                f"reinstate normal inspection (a MIL-STD-105E Table II-C / ISO 2859-1:1989 reduced plan; the 1999 "
+                f"revision of the reduced plans is not encoded)")
     if full:
         parts.append(f" n={n_table} >= lot size {lot_size}: 100% inspection of all {lot_size} rows with Ac={ac} "
                      f"kept from the plan; {rule}.")
     else:
         parts.append(f" Review {n} rows; {rule}.")
         if aql <= 10:
-            p_acc = acceptance_probability(n, ac, aql / 100)
-            lq10 = limiting_quality(n, ac, 0.10)
+            p_acc = lot_acceptance_probability(n, ac, re, aql / 100)
+            lq10 = limiting_quality(n, re - 1, 0.10)
             parts.append(f" A slice at exactly {label}% defective passes with probability {p_acc:.2f}; one at "
                          f"{lq10:.1%} defective passes only 10% of the time (LQ10, binomial).")
-    return PlanDecision("iso2859", lot_size, n, ac, re, letter, first, n_table, full, "".join(parts))
+    tighter = tighter_acceptance_number(letter, aql) if severity == "normal" and ac >= 2 else None
+    return PlanDecision("iso2859", lot_size, n, ac, re, letter, first, n_table, full, "".join(parts), severity,
+                        tighter)
 
 
 def zero_acceptance_sample_size(confidence: float, max_defect_rate: float) -> int:
@@ -424,15 +666,21 @@ def zero_acceptance_sample_size(confidence: float, max_defect_rate: float) -> in
     return n
 
 
-def zero_acceptance_plan(lot_size: int, confidence: float, max_defect_rate: float) -> PlanDecision:
+def zero_acceptance_plan(lot_size: int, confidence: float, max_defect_rate: float,
+                         severity: str = "normal") -> PlanDecision:
     """Zero-acceptance plan for one lot: ``c = 0``, ``n`` from :func:`zero_acceptance_sample_size` capped at the
-    lot size. The description states the guarantee, including the finite-lot (hypergeometric) bound."""
+    lot size. The description states the guarantee, including the finite-lot (hypergeometric) bound.
+    ``severity`` only labels the plan: pass the tightened / reduced parameters
+    (:meth:`ZeroAcceptancePlan.parameters`) for those."""
     lot_size = _positive_int(lot_size, "lot_size")
+    severity = _severity(severity)
     n_table = zero_acceptance_sample_size(confidence, max_defect_rate)
     full = n_table >= lot_size
     n = lot_size if full else n_table
-    text = (f"Zero-acceptance plan (c=0), confidence {confidence:.0%}, max defect rate {max_defect_rate:.1%}: "
-            f"n = ceil(ln(1-{confidence:g})/ln(1-{max_defect_rate:g})) = {n_table}.")
+    analogue = {"normal": "", "tightened": " (tightened-inspection analogue: half the bounded defect rate)",
+                "reduced": " (reduced-inspection analogue: lower confidence, 2/5 of the rows)"}[severity]
+    text = (f"Zero-acceptance plan (c=0){analogue}, confidence {confidence:.0%}, max defect rate "
+            f"{max_defect_rate:.1%}: n = ceil(ln(1-{confidence:g})/ln(1-{max_defect_rate:g})) = {n_table}.")
     if full:
         text += (f" n >= lot size {lot_size}: 100% inspection of all {lot_size} rows; any defective row rejects the "
                  f"slice, and 0 defects means no reviewed row of the slice is defective.")
@@ -441,23 +689,48 @@ def zero_acceptance_plan(lot_size: int, confidence: float, max_defect_rate: floa
         text += (f" Review {n} of {lot_size} rows; any defective row rejects the slice. If 0 defects are found in "
                  f"{n}, then with confidence {confidence:.0%} the slice's defect rate is <= {max_defect_rate:.1%} "
                  f"(finite lot: at most {bound} of {lot_size} rows defective, hypergeometric).")
-    return PlanDecision("zero_acceptance", lot_size, n, 0, 1, None, None, n_table, full, text)
+    return PlanDecision("zero_acceptance", lot_size, n, 0, 1, None, None, n_table, full, text, severity, None)
 
 
-def plan_for(config: ReviewSamplingConfig, lot_size: int) -> PlanDecision:
-    """The plan of ``config.risk_tier`` for a lot of ``lot_size`` items."""
+def plan_for(config: ReviewSamplingConfig, lot_size: int, severity: str = "normal") -> PlanDecision:
+    """The plan of ``config.risk_tier`` for a lot of ``lot_size`` items under ``severity`` ("normal",
+    "tightened" or "reduced"; a discontinued slice is sampled with "tightened")."""
     plan = config.plan
     if isinstance(plan, Iso2859Plan):
-        return iso2859_plan(lot_size, plan.inspection_level, plan.aql)
-    return zero_acceptance_plan(lot_size, plan.confidence, plan.max_defect_rate)
+        return iso2859_plan(lot_size, plan.inspection_level, plan.aql, severity)
+    confidence, rate = plan.parameters(severity)
+    return zero_acceptance_plan(lot_size, confidence, rate, severity)
 
 
-def guarantee_text(plan: ZeroAcceptancePlan | Iso2859Plan) -> str:
+def guarantee_text(plan: ZeroAcceptancePlan | Iso2859Plan, switching: bool = False,
+                   allow_reduced: bool = False) -> str:
     """One paragraph for a dataset card / README: what passing human review under ``plan`` guarantees and what
-    it does not."""
+    it does not. ``switching`` / ``allow_reduced``: the config's switching options (what it says about
+    tightened / reduced inspection across batches)."""
     common = (" Each slice (one combination of the strata values) is judged as its own lot; the sampled rows are "
               "drawn reproducibly from a hash of seed, batch and row id. The guarantee only covers what reviewers "
               "judge (their criteria and their errors) and says nothing about slices or defects they did not see.")
+    if switching:
+        reduced = (" Reduced inspection (fewer rows) was permitted once a slice's switching score reached 30."
+                   if allow_reduced else " Reduced inspection was not permitted.")
+        if isinstance(plan, ZeroAcceptancePlan):
+            t_conf, t_rate = plan.parameters("tightened")
+            r_conf, _ = plan.parameters("reduced")
+            rules = (f" Across batches each slice follows the ISO 2859-1:1999 switching rules (clause 9) with the "
+                     f"zero-acceptance analogues: tightened inspection bounds the rate at {t_rate:.1%} (confidence "
+                     f"{t_conf:.0%}) after 2 of 5 or fewer consecutive lots were not accepted, until 5 consecutive "
+                     f"lots are accepted; reduced inspection would state only {r_conf:.0%} confidence."
+                     + reduced + " The plan each slice used is stated per slice (review programme).")
+        else:
+            rules = (" Across batches each slice follows the ISO 2859-1:1999 switching rules (clause 9): tightened "
+                     "inspection (Table 2-B, lower acceptance numbers) after 2 of 5 or fewer consecutive lots were "
+                     "not accepted, normal again after 5 consecutive accepted lots, inspection discontinued after 5 "
+                     "lots not accepted on tightened inspection." + reduced
+                     + " The plan each slice used is stated per slice (review programme).")
+        switching_text = rules
+    else:
+        switching_text = (" The standard's switching rules (tightened / reduced inspection across batches) are "
+                          "not applied: each batch is judged under normal inspection.")
     if isinstance(plan, ZeroAcceptancePlan):
         n = zero_acceptance_sample_size(plan.confidence, plan.max_defect_rate)
         return (f"Human review used a zero-acceptance plan: in every slice {n} rows (all rows of smaller slices) "
@@ -465,16 +738,16 @@ def guarantee_text(plan: ZeroAcceptancePlan | Iso2859Plan) -> str:
                 f"{plan.confidence:.0%} confidence its defect rate is at most {plan.max_defect_rate:.1%} (0 defects in "
                 f"{n} rows would happen with probability <= {1 - plan.confidence:.0%} if it were higher); smaller "
                 f"slices were inspected in full. It does not show the defect rate is zero, nor bound it more tightly "
-                f"than {plan.max_defect_rate:.1%}." + common)
+                f"than {plan.max_defect_rate:.1%}. These figures are for normal inspection."
+                + switching_text + common)
     label = _AQL_LABELS[aql_index(plan.aql)]
-    return (f"Human review used ISO 2859-1 single sampling plans for normal inspection (inspection level "
-            f"{plan.inspection_level}, AQL {label}%): the sample size and the acceptance number of each slice come "
-            f"from Tables 1 and 2-A for the slice's size, and small slices are inspected in full. An AQL plan "
+    return (f"Human review used ISO 2859-1 single sampling plans (inspection level {plan.inspection_level}, AQL "
+            f"{label}%): the sample size and the acceptance number of each slice come from Tables 1 and 2-A "
+            f"(normal inspection) for the slice's size, and small slices are inspected in full. An AQL plan "
             f"protects the producer: a slice whose defect rate is at or below {label}% is accepted with high "
             f"probability. It does NOT bound the defect rate of an accepted slice at {label}%: slices several times "
             f"worse than the AQL can still pass (each slice's plan description gives the rate it passes only 10% of "
-            f"the time), and the standard's switching rules (tightened / reduced inspection across batches) are "
-            f"not applied." + common)
+            f"the time)." + switching_text + common)
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -488,7 +761,8 @@ class SampleDraw:
         rows: the sampled rows (all input columns) plus ``slice_key`` and ``sample_position`` (0..N-1, the review
             order: ascending sampling hash, so slices are interleaved and any prefix is a random subsample).
         slices: one row per slice: slice_key, lot_size, sample_size, acceptance_number, rejection_number,
-            code_letter, plan_kind, full_inspection, plan (the plan description).
+            code_letter, plan_kind, full_inspection, plan (the plan description), severity (the inspection the
+            plan is for) and tighter_acceptance_number (see :class:`PlanDecision`; None where it does not apply).
         plan: JSON-serialisable summary: risk tier, plan parameters, strata, seed, batch, totals, ``sample_version``
             (sha256 over config, batch and row ids) and the guarantee paragraph.
     """
@@ -499,7 +773,7 @@ class SampleDraw:
 
 
 SLICE_FRAME_COLUMNS = ("slice_key", "lot_size", "sample_size", "acceptance_number", "rejection_number",
-                       "code_letter", "plan_kind", "full_inspection", "plan")
+                       "code_letter", "plan_kind", "full_inspection", "plan", "severity", "tighter_acceptance_number")
 
 
 def sampling_hash(seed: int, batch: str, row_id: str) -> str:
@@ -530,17 +804,21 @@ def slice_keys(rows: pd.DataFrame, strata: list[str]) -> pd.Series:
     return pd.Series(keys, index=rows.index, dtype=object)
 
 
-def draw_sample(rows: pd.DataFrame, config: ReviewSamplingConfig, batch: str) -> SampleDraw:
+def draw_sample(rows: pd.DataFrame, config: ReviewSamplingConfig, batch: str,
+                severities: Mapping[str, str] | None = None) -> SampleDraw:
     """Draw the stratified review sample of one batch.
 
-    Each slice is a lot: its plan comes from :func:`plan_for` for the slice's size, and its ``n`` rows are those
-    with the smallest :func:`sampling_hash` -- the same rows for the same (batch, seed, row ids) whatever the input
-    order, and a slice's sample does not depend on the other slices.
+    Each slice is a lot: its plan comes from :func:`plan_for` for the slice's size and inspection severity, and its
+    ``n`` rows are those with the smallest :func:`sampling_hash` -- the same rows for the same (batch, seed, row
+    ids) whatever the input order, and a slice's sample does not depend on the other slices (a tightened slice's
+    sample contains its normal one: the ranking is the same, only ``n`` differs).
 
     Args:
         rows: the batch; needs a unique ``row_id`` column and the ``config.strata`` columns.
         config: the review sampling config.
         batch: the batch (partition) key, mixed into the ranking.
+        severities: slice key -> "normal" / "tightened" / "reduced" (the switching state entering this batch,
+            :mod:`.switching`); slices not listed, or all when None, are under normal inspection.
 
     Returns:
         :class:`SampleDraw`.
@@ -561,14 +839,16 @@ def draw_sample(rows: pd.DataFrame, config: ReviewSamplingConfig, batch: str) ->
     frame = pd.DataFrame({"pos": range(len(rows)), "slice_key": keys.to_numpy(), "rank": ranks})
 
     slice_records, chosen = [], []
+    severities = dict(severities or {})
     for key, group in frame.groupby("slice_key", sort=True):
-        decision = plan_for(config, len(group))
+        decision = plan_for(config, len(group), severities.get(str(key), "normal"))
         chosen.append(group.sort_values("rank", kind="stable").head(decision.sample_size))
         slice_records.append({"slice_key": key, "lot_size": decision.lot_size, "sample_size": decision.sample_size,
                               "acceptance_number": decision.acceptance_number,
                               "rejection_number": decision.rejection_number, "code_letter": decision.code_letter,
                               "plan_kind": decision.kind, "full_inspection": decision.full_inspection,
-                              "plan": decision.description})
+                              "plan": decision.description, "severity": decision.severity,
+                              "tighter_acceptance_number": decision.tighter_acceptance_number})
     picked = pd.concat(chosen) if chosen else frame.iloc[0:0]
     picked = picked.sort_values(["rank"], kind="stable")
     sample = rows.iloc[picked["pos"].to_numpy()].copy()
@@ -576,12 +856,17 @@ def draw_sample(rows: pd.DataFrame, config: ReviewSamplingConfig, batch: str) ->
     sample["sample_position"] = range(len(sample))
     sample = sample.reset_index(drop=True)
     slices = pd.DataFrame.from_records(slice_records, columns=list(SLICE_FRAME_COLUMNS))
+    slices["tighter_acceptance_number"] = slices["tighter_acceptance_number"].astype("Int64")
     plan = config.plan
     summary = {
         "risk_tier": config.risk_tier,
         "plan": plan.model_dump(),
         "standard": ("ISO 2859-1:1999 Table 1 and Table 2-A (single sampling, normal inspection)"
-                     if isinstance(plan, Iso2859Plan) else "zero-acceptance (c=0) success-run plan"),
+                     + ("; switching rules of clause 9 with Tables 2-B (tightened) and 2-C (reduced)"
+                        if config.switching else "")
+                     if isinstance(plan, Iso2859Plan) else "zero-acceptance (c=0) success-run plan"
+                     + (" with tightened / reduced analogues under the ISO 2859-1 switching rules"
+                        if config.switching else "")),
         "strata": list(config.strata),
         "seed": config.seed,
         "batch": batch,
@@ -590,7 +875,8 @@ def draw_sample(rows: pd.DataFrame, config: ReviewSamplingConfig, batch: str) ->
         "slices": int(len(slices)),
         "full_inspection_slices": int(slices["full_inspection"].sum()) if len(slices) else 0,
         "sample_version": _sample_version(config, batch, ids),
-        "guarantee": guarantee_text(plan),
+        "guarantee": guarantee_text(plan, config.switching, config.allow_reduced),
+        "severities": {k: v for k, v in sorted(severities.items()) if v != "normal"},
     }
     return SampleDraw(rows=sample, slices=slices, plan=summary)
 
@@ -598,7 +884,7 @@ def draw_sample(rows: pd.DataFrame, config: ReviewSamplingConfig, batch: str) ->
 # ------------------------------------------------------------------------------------------------ verdicts
 
 VERDICT_COLUMNS = ("slice_key", "plan_kind", "lot_size", "sample_size", "acceptance_number", "rejection_number",
-                   "reviewed", "defects", "complete", "rejected", "accepted", "reason")
+                   "reviewed", "defects", "complete", "rejected", "accepted", "reason", "severity", "limit_zone")
 
 
 def slice_verdicts(slices: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
@@ -607,15 +893,17 @@ def slice_verdicts(slices: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFram
     Args:
         slices: ``SampleDraw.slices`` (or the store's copy): slice_key, lot_size, sample_size, acceptance_number,
             rejection_number and ``plan_kind`` (if absent, inferred from the ``plan`` text: zero-acceptance plans
-            start with "Zero-acceptance").
+            start with "Zero-acceptance"); ``severity`` when present (else "normal").
         decisions: one row per reviewed row: row_id, slice_key, verdict ("accept" / "reject"). May be empty.
 
     Returns:
         One row per slice (in ``slices`` order): slice_key, plan_kind, lot_size, sample_size, acceptance_number,
-        rejection_number, reviewed, defects, complete (reviewed == sample_size), rejected (defects >
-        acceptance_number: decided as soon as it happens, even before the review is complete), accepted (complete
-        and not rejected) and reason, e.g. "human review: slice refund_request/en-GB defect rate 4/50 > AQL plan
-        1/50".
+        rejection_number, reviewed, defects, complete (reviewed == sample_size), rejected (defects >=
+        rejection_number, i.e. > acceptance_number for every plan with Re = Ac + 1: decided as soon as it happens,
+        even before the review is complete), accepted (complete and not rejected), reason, e.g. "human review:
+        slice refund_request/en-GB defect rate 4/50 > AQL plan 1/50", severity, and limit_zone (complete with
+        Ac < defects < Re: only reduced plans of Table 2-C have such a zone; the lot is accepted and normal
+        inspection is reinstated, MIL-STD-105E 10.1.4).
 
     Raises:
         ValueError: missing columns, unknown verdicts or slice keys, a row decided twice, or more decisions in a
@@ -630,14 +918,24 @@ def slice_verdicts(slices: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFram
     for record in slices.to_dict(orient="records"):
         key = str(record["slice_key"])
         kind = _plan_kind(record)
-        n, c = int(record["sample_size"]), int(record["acceptance_number"])
+        n, c, re = int(record["sample_size"]), int(record["acceptance_number"]), int(record["rejection_number"])
+        severity = record.get("severity")
+        severity = severity if isinstance(severity, str) and severity in SEVERITIES else "normal"
         reviewed, defects = counts.get(key, (0, 0))
         if reviewed > n:
             raise ValueError(f"slice {key!r}: {reviewed} decisions but the sample size is {n}")
-        complete, rejected = reviewed == n, defects > c
+        complete, rejected = reviewed == n, defects >= max(re, c + 1)
+        limit_zone = complete and not rejected and defects > c
         label = "zero-acceptance plan" if kind == "zero_acceptance" else "AQL plan"
+        if severity != "normal":
+            label = f"{severity} {label}"
         if rejected:
             reason = f"human review: slice {key} defect rate {defects}/{n} > {label} {c}/{n}"
+            if re > c + 1:
+                reason += f" (rejection number {re})"
+        elif limit_zone:
+            reason = (f"human review: slice {key} defect rate {defects}/{n} between Ac {c} and Re {re} of the "
+                      f"{label}: accepted, normal inspection reinstated")
         elif complete:
             reason = f"human review: slice {key} defect rate {defects}/{n} <= {label} {c}/{n}"
         else:
@@ -646,7 +944,8 @@ def slice_verdicts(slices: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFram
         records.append({"slice_key": key, "plan_kind": kind, "lot_size": record.get("lot_size"), "sample_size": n,
                         "acceptance_number": c, "rejection_number": int(record["rejection_number"]),
                         "reviewed": reviewed, "defects": defects, "complete": complete, "rejected": rejected,
-                        "accepted": complete and not rejected, "reason": reason})
+                        "accepted": complete and not rejected, "reason": reason, "severity": severity,
+                        "limit_zone": limit_zone})
     return pd.DataFrame.from_records(records, columns=list(VERDICT_COLUMNS))
 
 

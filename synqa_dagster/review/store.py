@@ -12,11 +12,16 @@ how to open a transaction, how parameters are written and how a row is locked:
 Tables (all keyed by ``batch`` and ``sample_version``; old versions are kept but only the current one counts):
 
 ``review_batches``   batch -> current sample version
-``review_samples``   one row per pushed (batch, sample_version): push time and review deadline
+``review_samples``   one row per pushed (batch, sample_version): push time, review deadline and the
+                     ``disagreement_policy`` of its double-reviewed rows (see :mod:`synqa_dagster.review.agreement`)
 ``review_slices``    the sampling plan per slice (lot size, sample size, acceptance / rejection numbers)
-``review_items``     one row per sampled row: slice, position, display payload (JSON), the current lease
-``review_decisions`` at most one decision per (batch, sample_version, row_id): PRIMARY KEY +
-                     ``INSERT ... ON CONFLICT DO NOTHING``, so racing reviewers never lose or double-count one
+``review_items``     one row per sampled row: slice, position, display payload (JSON), ``double_review`` (0/1: the
+                     row gets a second, independent reviewer), the current lease
+``review_decisions`` one row per reviewer decision: ``review_round`` 1, 2 or 3 (a single-reviewed row has one
+                     round; a double-reviewed row two, or three when the first two disagree under the
+                     ``third_reviewer`` policy). PRIMARY KEY (batch, sample_version, row_id, review_round) and
+                     UNIQUE (batch, sample_version, row_id, reviewer_hmac), with ``INSERT ... ON CONFLICT DO
+                     NOTHING``: racing reviewers never lose or double-count a round, and nobody decides a row twice
 ``reviewers``        reviewer id (needed to sign in) and sha256 of the reviewer's token (the token is never stored)
 ``review_sessions``  one row per web-app sign-in: sha256 of the random session id (the id itself lives only in the
                      reviewer's cookie), reviewer id, sha256 of the token signed in with, created / expires /
@@ -27,6 +32,13 @@ Tables (all keyed by ``batch`` and ``sample_version``; old versions are kept but
 Every table is created with ``CREATE TABLE IF NOT EXISTS``, so a database made by an older version of this module
 gains the tables it lacks when opened (``review_sessions`` was added without changing :data:`SCHEMA_VERSION`:
 the change is additive, and older code reading a newer database simply ignores the table).
+
+Schema version 2 (double review) is not additive: a version 1 database (one decision per row) is migrated when
+opened, in the schema-creating transaction (all or nothing; PostgreSQL serialises it with an advisory lock):
+``review_items`` gains ``double_review`` (0 for every existing row), ``review_samples`` gains
+``disagreement_policy``, and ``review_decisions`` is rebuilt with ``review_round`` (every existing decision becomes
+round 1, so existing samples keep their decisions and their progress). Code that reads version 1 refuses a version 2
+database with a message naming both versions instead of miscounting double-reviewed rows.
 
 SQLite file permissions: the database file is created owner-only (0600) whatever the umask, in a folder created
 0700 when it does not exist yet; SQLite gives its ``-wal``, ``-shm`` and ``-journal`` files the database file's
@@ -54,7 +66,7 @@ import secrets
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -64,6 +76,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pandas as pd
+
+from synqa_dagster.review.agreement import (  # DECISION_COLUMNS is re-exported (it was defined here)
+    ALL_DECISION_COLUMNS, DECISION_COLUMNS, DEFAULT_POLICY, check_policy, resolve_decisions, rounds_needed, row_state,
+)
 
 REASON_CATEGORIES = ("factual_error", "wrong_label", "not_real_world", "unsafe", "other")
 """Why a reviewer rejected a row (the web app shows them as "factual error", "wrong label", ...)."""
@@ -82,26 +98,33 @@ MAX_REASON_TEXT = 4000
 ITEM_KEYS = ("row_id", "slice_key", "sample_position", "sample_version")
 SLICE_NUMBERS = ("lot_size", "sample_size", "acceptance_number", "rejection_number")
 SLICE_COLUMNS = ("slice_key", *SLICE_NUMBERS, "plan")
-DECISION_COLUMNS = ("row_id", "slice_key", "verdict", "reason_category", "reason_text", "reviewer_hmac", "decided_at")
-SCHEMA_VERSION = "1"
+ROW_STATUS_COLUMNS = ("row_id", "slice_key", "sample_position", "double_review", "decisions", "state")
+RESERVED_ITEM_COLUMNS = ("double_review",)
+SCHEMA_VERSION = "2"
 
+_DECISIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {name} (batch TEXT NOT NULL, sample_version TEXT NOT NULL, row_id TEXT NOT NULL,"
+    " review_round INTEGER NOT NULL CHECK (review_round BETWEEN 1 AND 3), verdict TEXT NOT NULL,"
+    " reason_category TEXT, reason_text TEXT NOT NULL, reviewer_hmac TEXT NOT NULL, decided_at TEXT NOT NULL,"
+    " PRIMARY KEY (batch, sample_version, row_id, review_round), UNIQUE (batch, sample_version, row_id, reviewer_hmac))"
+)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS review_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS review_batches (batch TEXT PRIMARY KEY, current_version TEXT NOT NULL,"
     " updated_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS review_samples (batch TEXT NOT NULL, sample_version TEXT NOT NULL,"
-    " pushed_at TEXT NOT NULL, deadline TEXT, PRIMARY KEY (batch, sample_version))",
+    " pushed_at TEXT NOT NULL, deadline TEXT, disagreement_policy TEXT NOT NULL DEFAULT 'third_reviewer',"
+    " PRIMARY KEY (batch, sample_version))",
     "CREATE TABLE IF NOT EXISTS review_slices (batch TEXT NOT NULL, sample_version TEXT NOT NULL,"
     " slice_key TEXT NOT NULL, lot_size INTEGER NOT NULL, sample_size INTEGER NOT NULL,"
     " acceptance_number INTEGER NOT NULL, rejection_number INTEGER NOT NULL, plan TEXT NOT NULL,"
     " details TEXT NOT NULL, PRIMARY KEY (batch, sample_version, slice_key))",
     "CREATE TABLE IF NOT EXISTS review_items (batch TEXT NOT NULL, sample_version TEXT NOT NULL,"
     " row_id TEXT NOT NULL, slice_key TEXT NOT NULL, sample_position INTEGER NOT NULL, payload TEXT NOT NULL,"
-    " lease_holder TEXT, lease_until DOUBLE PRECISION, PRIMARY KEY (batch, sample_version, row_id))",
+    " lease_holder TEXT, lease_until DOUBLE PRECISION, double_review INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (batch, sample_version, row_id))",
     "CREATE INDEX IF NOT EXISTS review_items_order ON review_items (batch, sample_version, sample_position)",
-    "CREATE TABLE IF NOT EXISTS review_decisions (batch TEXT NOT NULL, sample_version TEXT NOT NULL,"
-    " row_id TEXT NOT NULL, verdict TEXT NOT NULL, reason_category TEXT, reason_text TEXT NOT NULL,"
-    " reviewer_hmac TEXT NOT NULL, decided_at TEXT NOT NULL, PRIMARY KEY (batch, sample_version, row_id))",
+    _DECISIONS_TABLE.format(name="review_decisions"),
     "CREATE TABLE IF NOT EXISTS reviewers (reviewer_id TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL,"
     " created_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS review_sessions (session_sha256 TEXT PRIMARY KEY, reviewer_id TEXT NOT NULL,"
@@ -109,6 +132,18 @@ _SCHEMA = (
     " revoked_at DOUBLE PRECISION)",
     "CREATE INDEX IF NOT EXISTS review_sessions_reviewer ON review_sessions (reviewer_id)",
 )
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE review_items ADD COLUMN double_review INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE review_samples ADD COLUMN disagreement_policy TEXT NOT NULL DEFAULT 'third_reviewer'",
+    _DECISIONS_TABLE.format(name="review_decisions_v2"),
+    "INSERT INTO review_decisions_v2 (batch, sample_version, row_id, review_round, verdict, reason_category,"
+    " reason_text, reviewer_hmac, decided_at) SELECT batch, sample_version, row_id, 1, verdict, reason_category,"
+    " reason_text, reviewer_hmac, decided_at FROM review_decisions",
+    "DROP TABLE review_decisions",
+    "ALTER TABLE review_decisions_v2 RENAME TO review_decisions",
+    "UPDATE review_meta SET value = '2' WHERE key = 'schema_version'",
+)
+"""Version 1 -> 2, run in one transaction when a version 1 database is opened (see the module docstring)."""
 MAX_SESSION_ID = 128  # longer "session ids" are refused without a lookup (ours are 43 characters)
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
@@ -135,13 +170,25 @@ class ReviewProgress:
         batch: the batch (partition key).
         sample_version: the current sample version of the batch (older versions are not counted).
         total: sampled rows to review.
-        decided: rows with a decision; ``accepted + rejected == decided``.
-        accepted: rows accepted.
-        rejected: rows rejected.
-        complete: ``decided == total and total > 0``.
+        decided: rows whose review is complete (:func:`~synqa_dagster.review.agreement.row_state`: one decision,
+            or for a double-reviewed row two that agree, or two / three after a disagreement, by policy);
+            ``accepted + rejected == decided``, counted on the resolved decision
+            (:func:`~synqa_dagster.review.agreement.resolve_decisions`).
+        accepted: rows resolved to accept.
+        rejected: rows resolved to reject.
+        complete: ``decided == total and total > 0`` (a double-reviewed row waiting for its second or third
+            reviewer keeps the batch incomplete).
         deadline: when the review is due (aware UTC datetime) or None.
-        decisions_digest: sha256 (hex) over the sorted ``(row_id, verdict, reason_category, reason_text)`` of the
-            current version's decisions; changes whenever a decision is added (a sensor cursor can key on it).
+        decisions_digest: sha256 (hex) over the sorted ``(row_id, verdict, reason_category, reason_text)`` of every
+            decision of the current version (each reviewer's, so a second or third review changes it too); a
+            sensor cursor can key on it.
+        double_review: rows flagged for a second, independent reviewer.
+        awaiting_second: double-reviewed rows with one decision.
+        awaiting_third: double-reviewed rows whose two decisions disagree, waiting for a third reviewer
+            (``third_reviewer`` policy only).
+        undecided: rows without any decision (``total == decided + awaiting_second + awaiting_third + undecided``).
+        reviews: decisions recorded (every reviewer's; >= ``decided``).
+        disagreement_policy: the sample's policy (see :mod:`synqa_dagster.review.agreement`).
     """
 
     batch: str
@@ -153,6 +200,12 @@ class ReviewProgress:
     complete: bool
     deadline: datetime | None
     decisions_digest: str
+    double_review: int = 0
+    awaiting_second: int = 0
+    awaiting_third: int = 0
+    undecided: int = 0
+    reviews: int = 0
+    disagreement_policy: str = DEFAULT_POLICY
 
 
 def validate_decision(verdict: Any, reason_category: Any, reason_text: Any) -> tuple[str, str | None, str]:
@@ -271,6 +324,10 @@ class ReviewStore(ABC):
             tx.execute("INSERT INTO review_meta (key, value) VALUES ('schema_version', ?) "
                        "ON CONFLICT (key) DO NOTHING", (SCHEMA_VERSION,))
             found = tx.execute("SELECT value FROM review_meta WHERE key = 'schema_version'").fetchone()[0]
+            if found == "1":  # one decision per row: migrate to double review (see the module docstring)
+                for statement in _MIGRATE_1_TO_2:
+                    tx.execute(statement)
+                found = tx.execute("SELECT value FROM review_meta WHERE key = 'schema_version'").fetchone()[0]
         if found != SCHEMA_VERSION:
             raise RuntimeError(f"review store {self.redacted_url} has schema version {found}; "
                                f"this code reads version {SCHEMA_VERSION}")
@@ -288,7 +345,8 @@ class ReviewStore(ABC):
 
     # ------------------------------------------------------------------------------------------------ samples
     def push_sample(self, batch: str, sample_version: str, items: pd.DataFrame, slices: pd.DataFrame,
-                    deadline: datetime | None = None) -> bool:
+                    deadline: datetime | None = None, *, double_review: Iterable[Any] | None = None,
+                    disagreement_policy: str = DEFAULT_POLICY) -> bool:
         """Store a batch's sample for review; the pushed version becomes the batch's current one.
 
         Args:
@@ -298,36 +356,56 @@ class ReviewStore(ABC):
                 ``sample_position`` (review order, an integer); every other column is display payload
                 (instruction, response, conversation, seed_id, seed_text, technique, intent, locale,
                 prompt_template_id, score_* ...) kept as one JSON document per item (missing values become null).
-                Optional ``batch`` / ``sample_version`` columns must match the arguments.
+                Optional ``batch`` / ``sample_version`` columns must match the arguments. A ``double_review``
+                column is refused (pass the flags as the ``double_review`` argument: a payload column would be
+                shown to reviewers).
             slices: one row per slice: ``slice_key``, ``lot_size``, ``sample_size``, ``acceptance_number``,
                 ``rejection_number`` (non-negative integers), ``plan`` (text); extra columns are kept too.
             deadline: when the review is due; a naive datetime is taken as UTC.
+            double_review: row ids (a subset of ``items.row_id``) that get a second, independent reviewer, e.g.
+                :func:`synqa_dagster.review.agreement.select_double_review`; None or empty: none.
+            disagreement_policy: ``third_reviewer`` or ``defect`` (what a disagreement on a double-reviewed row
+                leads to); recorded with the sample, so the web app, progress and :meth:`decisions` all apply it.
 
         Returns:
-            True if stored or made current again; False if this (batch, sample_version) is already the current
-            sample (nothing changes). Pushing an earlier version again makes it current again, with its
-            decisions. Other versions' items and decisions are kept, tagged with their version, but not counted.
+            True if stored, made current again, or its double-review flags / policy changed; False if this
+            (batch, sample_version) is already the current sample with the same flags and policy (nothing
+            changes). Pushing an earlier version again makes it current again, with its decisions. Pushing a
+            version again with other flags or another policy updates them in place (the decisions are kept: a
+            row that is no longer flagged resolves to its first decision). Other versions' items and decisions are
+            kept, tagged with their version, but not counted.
 
         Raises:
-            ValueError: naming the column and row of invalid input.
+            ValueError: naming the column and row of invalid input, a double_review id that is not sampled, or
+                an unknown policy.
         """
         batch = _require_text("batch", batch)
         sample_version = _require_text("sample_version", sample_version)
+        policy = check_policy(disagreement_policy)
+        reserved = [c for c in RESERVED_ITEM_COLUMNS if c in getattr(items, "columns", ())]
+        if reserved:
+            raise ValueError(f"items has a {reserved[0]!r} column; pass the flags as push_sample(double_review=...)")
         item_rows = _item_rows(items, batch, sample_version)
         slice_rows = _slice_rows(slices)
         unknown = sorted({row[1] for row in item_rows} - {row[0] for row in slice_rows})
         if unknown:
             raise ValueError(f"items.slice_key has values not in slices.slice_key: {unknown[:5]}")
+        flagged = {str(r) for r in (double_review if double_review is not None else ())}
+        not_sampled = sorted(flagged - {row[0] for row in item_rows})
+        if not_sampled:
+            raise ValueError(f"double_review names row ids that are not in items.row_id: {not_sampled[:5]}")
         now = _utcnow_iso()
         with self._transaction(write=True) as tx:
-            cursor = tx.execute("INSERT INTO review_samples (batch, sample_version, pushed_at, deadline) "
-                                "VALUES (?, ?, ?, ?) ON CONFLICT (batch, sample_version) DO NOTHING",
-                                (batch, sample_version, now, _deadline_iso(deadline)))
+            cursor = tx.execute("INSERT INTO review_samples (batch, sample_version, pushed_at, deadline, "
+                                "disagreement_policy) VALUES (?, ?, ?, ?, ?) "
+                                "ON CONFLICT (batch, sample_version) DO NOTHING",
+                                (batch, sample_version, now, _deadline_iso(deadline), policy))
             if cursor.rowcount != 1:
                 # Pushed before: nothing to store, but it becomes current again (e.g. a reverted recipe change
                 # brings back an earlier sample, whose decisions count again).
+                changed = self._update_flags(tx, batch, sample_version, flagged, policy)
                 if self._current_version(tx, batch) == sample_version:
-                    return False
+                    return changed
                 tx.execute("UPDATE review_batches SET current_version = ?, updated_at = ? WHERE batch = ?",
                            (sample_version, now, batch))
                 return True
@@ -335,16 +413,47 @@ class ReviewStore(ABC):
                            "acceptance_number, rejection_number, plan, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            [(batch, sample_version, *row) for row in slice_rows])
             tx.executemany("INSERT INTO review_items (batch, sample_version, row_id, slice_key, sample_position, "
-                           "payload) VALUES (?, ?, ?, ?, ?, ?)", [(batch, sample_version, *row) for row in item_rows])
+                           "payload, double_review) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(batch, sample_version, *row, int(row[0] in flagged)) for row in item_rows])
             tx.execute("INSERT INTO review_batches (batch, current_version, updated_at) VALUES (?, ?, ?) "
                        "ON CONFLICT (batch) DO UPDATE SET current_version = excluded.current_version, "
                        "updated_at = excluded.updated_at", (batch, sample_version, now))
+        return True
+
+    @staticmethod
+    def _update_flags(tx: _Tx, batch: str, version: str, flagged: set[str], policy: str) -> bool:
+        """Make a stored sample's double-review flags and policy those given; True if anything changed."""
+        stored = {r[0] for r in tx.execute("SELECT row_id FROM review_items WHERE batch = ? AND sample_version = ? "
+                                           "AND double_review = 1", (batch, version)).fetchall()}
+        known = {r[0] for r in tx.execute("SELECT row_id FROM review_items WHERE batch = ? AND sample_version = ?",
+                                          (batch, version)).fetchall()}
+        flagged = flagged & known  # a re-push of the same version with other items keeps the stored items
+        old_policy = tx.execute("SELECT disagreement_policy FROM review_samples WHERE batch = ? "
+                                "AND sample_version = ?", (batch, version)).fetchone()[0]
+        if stored == flagged and old_policy == policy:
+            return False
+        tx.executemany("UPDATE review_items SET double_review = ? WHERE batch = ? AND sample_version = ? "
+                       "AND row_id = ?", [(int(r in flagged), batch, version, r) for r in sorted(stored ^ flagged)])
+        tx.execute("UPDATE review_samples SET disagreement_policy = ? WHERE batch = ? AND sample_version = ?",
+                   (policy, batch, version))
         return True
 
     def batches(self) -> list[str]:
         """Every batch with a sample in the store, sorted."""
         with self._transaction(write=False) as tx:
             return [r[0] for r in tx.execute("SELECT batch FROM review_batches ORDER BY batch").fetchall()]
+
+    def disagreement_policy(self, batch: str, sample_version: str | None = None) -> str:
+        """The disagreement policy recorded with a sample (default the batch's current one)."""
+        with self._transaction(write=False) as tx:
+            version = sample_version or self._require_version(tx, batch)
+            return self._policy(tx, batch, version)
+
+    @staticmethod
+    def _policy(tx: _Tx, batch: str, version: str) -> str:
+        row = tx.execute("SELECT disagreement_policy FROM review_samples WHERE batch = ? AND sample_version = ?",
+                         (batch, version)).fetchone()
+        return str(row[0]) if row and row[0] else DEFAULT_POLICY
 
     def progress(self, batch: str) -> ReviewProgress:
         """Review progress of ``batch``'s current sample (raises :class:`UnknownBatchError` if never pushed)."""
@@ -359,28 +468,68 @@ class ReviewStore(ABC):
 
     def _progress(self, tx: _Tx, batch: str) -> ReviewProgress:
         version = self._require_version(tx, batch)
-        total = tx.execute("SELECT COUNT(*) FROM review_items WHERE batch = ? AND sample_version = ?",
-                           (batch, version)).fetchone()[0]
         deadline = tx.execute("SELECT deadline FROM review_samples WHERE batch = ? AND sample_version = ?",
                               (batch, version)).fetchone()[0]
-        rows = tx.execute("SELECT row_id, verdict, reason_category, reason_text FROM review_decisions "
-                          "WHERE batch = ? AND sample_version = ?", (batch, version)).fetchall()
-        accepted = sum(1 for r in rows if r[1] == "accept")
+        policy = self._policy(tx, batch, version)
+        status = self._row_status(tx, batch, version, policy)
+        decisions = self._all_decisions(tx, batch, version)
+        resolved = resolve_decisions(decisions, policy)
+        states = {state: 0 for state in ("undecided", "awaiting_second", "awaiting_third", "complete")}
+        for record in status:
+            states[record[-1]] += 1
+        accepted = int((resolved["verdict"] == "accept").sum())
+        total = len(status)
         return ReviewProgress(
-            batch=batch, sample_version=version, total=int(total), decided=len(rows), accepted=accepted,
-            rejected=len(rows) - accepted, complete=int(total) > 0 and len(rows) == int(total),
+            batch=batch, sample_version=version, total=total, decided=len(resolved), accepted=accepted,
+            rejected=len(resolved) - accepted, complete=total > 0 and len(resolved) == total,
             deadline=datetime.fromisoformat(deadline) if deadline else None,
-            decisions_digest=decisions_digest([tuple(r) for r in rows]))
+            decisions_digest=decisions_digest(list(zip(decisions["row_id"], decisions["verdict"],
+                                                       decisions["reason_category"], decisions["reason_text"]))),
+            double_review=sum(1 for record in status if record[3]), awaiting_second=states["awaiting_second"],
+            awaiting_third=states["awaiting_third"], undecided=states["undecided"], reviews=len(decisions),
+            disagreement_policy=policy)
+
+    def row_status(self, batch: str, sample_version: str | None = None) -> pd.DataFrame:
+        """Where each sampled row stands, in review order: :data:`ROW_STATUS_COLUMNS` (row_id, slice_key,
+        sample_position, double_review (bool), decisions (how many reviewers decided it), state: "undecided",
+        "awaiting_second", "awaiting_third" or "complete"). For the owner's tools: it tells which rows are being
+        double-reviewed, so do not show it to reviewers."""
+        with self._transaction(write=False) as tx:
+            version = sample_version or self._require_version(tx, batch)
+            rows = self._row_status(tx, batch, version, self._policy(tx, batch, version))
+        return pd.DataFrame(rows, columns=list(ROW_STATUS_COLUMNS)).astype({"double_review": bool, "decisions": int})
+
+    @staticmethod
+    def _row_status(tx: _Tx, batch: str, version: str, policy: str) -> list[tuple]:
+        items = tx.execute("SELECT row_id, slice_key, sample_position, double_review FROM review_items "
+                           "WHERE batch = ? AND sample_version = ? ORDER BY sample_position, row_id",
+                           (batch, version)).fetchall()
+        verdicts: dict[str, list[str]] = {}
+        for row_id, verdict in tx.execute("SELECT row_id, verdict FROM review_decisions WHERE batch = ? AND "
+                                          "sample_version = ? ORDER BY row_id, review_round",
+                                          (batch, version)).fetchall():
+            verdicts.setdefault(row_id, []).append(verdict)
+        out = []
+        for row_id, slice_key, position, double in items:
+            mine = verdicts.get(row_id, [])
+            out.append((row_id, slice_key, int(position), bool(double), len(mine),
+                        row_state(bool(double), mine, policy)))
+        return out
 
     # ------------------------------------------------------------------------------------------------- items
     def next_item(self, batch: str, reviewer_hmac: str, lease_seconds: float = 600) -> dict | None:
-        """Lease the next item for a reviewer and return it, or None when no item is free.
+        """Lease the next item for a reviewer and return it, or None when no item is free for them.
 
-        Picks the first undecided item of the current sample (``sample_position`` order) that no OTHER reviewer
-        holds an unexpired lease on, and leases it to ``reviewer_hmac`` for ``lease_seconds``. Atomic: two
-        reviewers asking at once get different items (SQLite ``BEGIN IMMEDIATE``; PostgreSQL
+        Picks the first item of the current sample (``sample_position`` order) that still needs a decision
+        (:func:`~synqa_dagster.review.agreement.rounds_needed`: undecided, or double-reviewed and waiting for its
+        second or, after a disagreement under ``third_reviewer``, third reviewer), that ``reviewer_hmac`` has NOT
+        decided already (so the second and third reviewers of a row are always other people), and that no OTHER
+        reviewer holds an unexpired lease on; and leases it to ``reviewer_hmac`` for ``lease_seconds``. Atomic:
+        two reviewers asking at once get different items (SQLite ``BEGIN IMMEDIATE``; PostgreSQL
         ``FOR UPDATE SKIP LOCKED``). A reviewer asking again gets the item they hold (unless an earlier one was
-        freed). None means every undecided item is decided or leased by someone else (see :meth:`progress`).
+        freed). None means every item is complete, decided by this reviewer, or leased by someone else (see
+        :meth:`progress`). The item carries no trace of other reviewers' decisions, nor whether it is
+        double-reviewed.
 
         Returns:
             the item as :meth:`get_item` returns it.
@@ -393,15 +542,22 @@ class ReviewStore(ABC):
         if not isinstance(lease_seconds, (int, float)) or not math.isfinite(lease_seconds) or lease_seconds < 0:
             raise ValueError(f"lease_seconds must be a non-negative number; got {lease_seconds!r}")
         now = time.time()
+        same_row = "d.batch = i.batch AND d.sample_version = i.sample_version AND d.row_id = i.row_id"
         with self._transaction(write=True) as tx:
             version = self._require_version(tx, batch)
+            # a disagreement (two different verdicts in rounds 1-2) needs a third round under third_reviewer only
+            third = (f"WHEN (SELECT COUNT(DISTINCT d.verdict) FROM review_decisions d WHERE {same_row} "
+                     "AND d.review_round <= 2) > 1 THEN 3 "
+                     if self._policy(tx, batch, version) == "third_reviewer" else "")
             row = tx.execute(
                 "SELECT i.row_id, i.slice_key, i.sample_position, i.sample_version, i.payload FROM review_items i "
-                "WHERE i.batch = ? AND i.sample_version = ? AND NOT EXISTS (SELECT 1 FROM review_decisions d "
-                "WHERE d.batch = i.batch AND d.sample_version = i.sample_version AND d.row_id = i.row_id) "
+                f"WHERE i.batch = ? AND i.sample_version = ? AND NOT EXISTS (SELECT 1 FROM review_decisions d "
+                f"WHERE {same_row} AND d.reviewer_hmac = ?) "
+                f"AND (SELECT COUNT(*) FROM review_decisions d WHERE {same_row}) < "
+                f"CASE WHEN i.double_review = 0 THEN 1 {third}ELSE 2 END "
                 "AND (i.lease_holder IS NULL OR i.lease_holder = ? OR i.lease_until < ?) "
                 "ORDER BY i.sample_position, i.row_id LIMIT 1" + self._lock_clause,
-                (batch, version, reviewer_hmac, now)).fetchone()
+                (batch, version, reviewer_hmac, reviewer_hmac, now)).fetchone()
             if row is None:
                 return None
             tx.execute("UPDATE review_items SET lease_holder = ?, lease_until = ? "
@@ -427,7 +583,8 @@ class ReviewStore(ABC):
 
     def items(self, batch: str, sample_version: str | None = None) -> pd.DataFrame:
         """A sample's items in review order: row_id, slice_key, sample_position, sample_version and one column per
-        payload field (union over items, in first-seen order). ``sample_version`` defaults to the current one."""
+        payload field (union over items, in first-seen order). ``sample_version`` defaults to the current one.
+        The double-review flags are not among them (see :meth:`row_status`)."""
         with self._transaction(write=False) as tx:
             version = sample_version or self._require_version(tx, batch)
             rows = tx.execute("SELECT row_id, slice_key, sample_position, sample_version, payload FROM review_items "
@@ -450,7 +607,11 @@ class ReviewStore(ABC):
     # --------------------------------------------------------------------------------------------- decisions
     def record_decision(self, batch: str, row_id: str, *, sample_version: str, reviewer_hmac: str, verdict: str,
                         reason_category: str | None, reason_text: str = "") -> str:
-        """Record one reviewer's verdict on one sampled row (first decision wins).
+        """Record one reviewer's verdict on one sampled row.
+
+        A single-reviewed row takes one decision (the first wins); a double-reviewed row takes decisions from
+        different reviewers until it is complete (:func:`~synqa_dagster.review.agreement.rounds_needed`); each is
+        stored as the next ``review_round``.
 
         Args:
             batch, row_id: the item.
@@ -459,8 +620,11 @@ class ReviewStore(ABC):
             verdict, reason_category, reason_text: see :func:`validate_decision`.
 
         Returns:
-            "recorded"; "already_decided" (someone decided this row first; nothing changes); "unknown_row"
-            (no such batch or row in the current sample); "stale_sample" (the batch has a newer sample version).
+            "recorded"; "reviewer_already_decided" (this reviewer has a decision on this row already: nobody
+            decides a row twice, and a second or third review must come from someone else; nothing changes);
+            "already_decided" (the row needs no more decisions, e.g. another reviewer decided it first; nothing
+            changes); "unknown_row" (no such batch or row in the current sample); "stale_sample" (the batch has a
+            newer sample version).
 
         Raises:
             ValueError: naming the invalid field.
@@ -476,33 +640,72 @@ class ReviewStore(ABC):
                 return "unknown_row"
             if current != sample_version:
                 return "stale_sample"
+            item = tx.execute("SELECT double_review FROM review_items WHERE batch = ? AND sample_version = ? "
+                              "AND row_id = ?", key).fetchone()
+            if item is None:
+                return "unknown_row"
+            double, policy = bool(item[0]), self._policy(tx, batch, sample_version)
+            votes = tx.execute("SELECT verdict, reviewer_hmac FROM review_decisions WHERE batch = ? "
+                               "AND sample_version = ? AND row_id = ? ORDER BY review_round", key).fetchall()
+            if any(r == reviewer_hmac for _, r in votes):
+                return "reviewer_already_decided"
+            verdicts = [v for v, _ in votes]
+            if len(verdicts) >= rounds_needed(double, verdicts, policy):
+                return "already_decided"
             cursor = tx.execute(
-                "INSERT INTO review_decisions (batch, sample_version, row_id, verdict, reason_category, reason_text, "
-                "reviewer_hmac, decided_at) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM review_items "
-                "WHERE batch = ? AND sample_version = ? AND row_id = ?) "
-                "ON CONFLICT (batch, sample_version, row_id) DO NOTHING",
-                (*key, verdict, category, reason_text, reviewer_hmac, _utcnow_iso(), *key))
+                "INSERT INTO review_decisions (batch, sample_version, row_id, review_round, verdict, reason_category, "
+                "reason_text, reviewer_hmac, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (*key, len(votes) + 1, verdict, category, reason_text, reviewer_hmac, _utcnow_iso()))
             if cursor.rowcount == 1:
+                after = [*verdicts, verdict]
+                complete = len(after) >= rounds_needed(double, after, policy)
+                # a complete row frees any lease; otherwise only this reviewer's own (another reviewer may be
+                # looking at the row for its next round)
                 tx.execute("UPDATE review_items SET lease_holder = NULL, lease_until = NULL "
-                           "WHERE batch = ? AND sample_version = ? AND row_id = ?", key)
+                           "WHERE batch = ? AND sample_version = ? AND row_id = ? AND (? = 1 OR lease_holder = ?)",
+                           (*key, int(complete), reviewer_hmac))
                 return "recorded"
-            exists = tx.execute("SELECT 1 FROM review_items WHERE batch = ? AND sample_version = ? AND row_id = ?",
-                                key).fetchone()
-            return "already_decided" if exists else "unknown_row"
+            # lost a race (PostgreSQL: another transaction took this round, or this reviewer decided in parallel)
+            mine = tx.execute("SELECT 1 FROM review_decisions WHERE batch = ? AND sample_version = ? AND row_id = ? "
+                              "AND reviewer_hmac = ?", (*key, reviewer_hmac)).fetchone()
+            return "reviewer_already_decided" if mine else "already_decided"
 
     def decisions(self, batch: str, sample_version: str | None = None) -> pd.DataFrame:
-        """Decisions in review order: row_id, slice_key, verdict, reason_category (None for accepts), reason_text,
-        reviewer_hmac, decided_at (UTC ISO 8601). ``sample_version`` defaults to the current one (older versions'
-        decisions are kept and can be read by naming their version)."""
+        """The resolved decision of every complete row, in review order: row_id, slice_key, verdict,
+        reason_category (None for accepts), reason_text, reviewer_hmac, decided_at (UTC ISO 8601).
+
+        One row per complete row (:func:`~synqa_dagster.review.agreement.resolve_decisions` under the sample's
+        disagreement policy: how verdict, category, text, reviewer and time are chosen for a double-reviewed row);
+        a double-reviewed row still waiting for its second or third reviewer is left out. For a sample without
+        double review this is every decision, as before. ``sample_version`` defaults to the current one (older
+        versions' decisions are kept and can be read by naming their version). Every reviewer's decision:
+        :meth:`all_decisions`.
+        """
         with self._transaction(write=False) as tx:
             version = sample_version or self._require_version(tx, batch)
-            rows = tx.execute(
-                "SELECT d.row_id, i.slice_key, d.verdict, d.reason_category, d.reason_text, d.reviewer_hmac, "
-                "d.decided_at FROM review_decisions d JOIN review_items i ON i.batch = d.batch "
-                "AND i.sample_version = d.sample_version AND i.row_id = d.row_id "
-                "WHERE d.batch = ? AND d.sample_version = ? ORDER BY i.sample_position, d.row_id",
-                (batch, version)).fetchall()
-        return pd.DataFrame([tuple(r) for r in rows], columns=list(DECISION_COLUMNS), dtype=object)
+            policy = self._policy(tx, batch, version)
+            frame = self._all_decisions(tx, batch, version)
+        return resolve_decisions(frame, policy)
+
+    def all_decisions(self, batch: str, sample_version: str | None = None) -> pd.DataFrame:
+        """Every reviewer's decision, in review order then round: :data:`~synqa_dagster.review.agreement.
+        ALL_DECISION_COLUMNS` (row_id, slice_key, double_review (bool), review_round (1-3), verdict,
+        reason_category, reason_text, reviewer_hmac, decided_at). ``sample_version`` defaults to the current one.
+        For agreement statistics and the owner's exports; never show it to a reviewer."""
+        with self._transaction(write=False) as tx:
+            version = sample_version or self._require_version(tx, batch)
+            return self._all_decisions(tx, batch, version)
+
+    @staticmethod
+    def _all_decisions(tx: _Tx, batch: str, version: str) -> pd.DataFrame:
+        rows = tx.execute(
+            "SELECT d.row_id, i.slice_key, i.double_review, d.review_round, d.verdict, d.reason_category, "
+            "d.reason_text, d.reviewer_hmac, d.decided_at FROM review_decisions d JOIN review_items i "
+            "ON i.batch = d.batch AND i.sample_version = d.sample_version AND i.row_id = d.row_id "
+            "WHERE d.batch = ? AND d.sample_version = ? ORDER BY i.sample_position, d.row_id, d.review_round",
+            (batch, version)).fetchall()
+        records = [(r[0], r[1], bool(r[2]), int(r[3]), *r[4:]) for r in rows]
+        return pd.DataFrame(records, columns=list(ALL_DECISION_COLUMNS), dtype=object)
 
     # ------------------------------------------------------------------------------------------------ reviewers
     def add_reviewer(self, reviewer_id: str) -> str:

@@ -29,6 +29,12 @@ Sessions are server-side, revocable records with a signed cookie as their handle
 
 Decisions store ``reviewer_hash(reviewer_id)``, never the raw id.
 
+Double review (:mod:`synqa_dagster.review.agreement`): a double-reviewed row is handed out like any other, to a
+reviewer who has not decided it (the store enforces it: :meth:`ReviewStore.next_item`,
+:meth:`ReviewStore.record_decision`). The item page shows nothing of another reviewer's decision, nor that the row
+is double-reviewed; the progress figures count resolved rows only. Submitting a decision on a row the same
+reviewer decided already (back button, a second tab) is refused with status 409 and says so.
+
 Routes: ``GET /`` (sign-in form, or every batch's progress with a per-slice table), ``POST /signin``,
 ``POST /signout``, ``GET /batch/{batch}`` (the next item for this reviewer, leased to them),
 ``POST /batch/{batch}/decide``, ``/static/*``.
@@ -82,6 +88,9 @@ NOTICES = {
                     "Here is an item of the new sample.",
     "unknown_row": "That row is not part of this batch's sample; nothing was recorded.",
 }
+ALREADY_DECIDED_BY_YOU = ("Not recorded: you have already decided row {row_id} of this batch, and nobody decides a row "
+                          "twice (a second review must come from another reviewer). Your earlier decision stands; "
+                          "here is the next row for you.")
 META_FIELDS = (("seed_id", "seed id"), ("seed_text", "seed text"), ("technique", "technique"), ("intent", "intent"),
                ("locale", "locale"), ("prompt_template_id", "prompt template id"))
 
@@ -294,6 +303,15 @@ def create_app(store: ReviewStore, reviewer_hash: Callable[[str], str], session_
                 raise HTTPException(404, "No such batch in the review store.") from None
             return render(request, session, "review.html", status=400, batch=batch, progress=progress, notice=None,
                           error=f"Not recorded: {exc}", **_item_view(item, fields))
+        if outcome == "reviewer_already_decided":
+            try:
+                item = await run_in_threadpool(store.next_item, batch, reviewer_hash(session["reviewer"]),
+                                               lease_seconds)
+                progress = await run_in_threadpool(store.progress, batch)
+            except UnknownBatchError:
+                raise HTTPException(404, "No such batch in the review store.") from None
+            return render(request, session, "review.html", status=409, batch=batch, progress=progress, notice=None,
+                          error=ALREADY_DECIDED_BY_YOU.format(row_id=fields["row_id"]), **_item_view(item))
         return redirect(request, f"/batch/{quote(batch, safe='')}?notice={outcome}")
 
     async def http_error(request: Request, exc: Exception) -> Response:

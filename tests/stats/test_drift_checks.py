@@ -1,6 +1,6 @@
 """The drift / diversity / bias checks as real Dagster checks: run with ``dg.materialize`` on an ephemeral instance.
 
-A small pipeline stands in for the funnel: ``generated_candidates`` → ``contamination_gate`` (+
+A small pipeline stands in for the funnel: ``generated_candidates`` → the last automatic gate (+
 ``candidate_embeddings``) → the real ``drift_findings`` asset → ``accepted_dataset``, with the real
 ``reference_corpus`` asset (validated, embedded, probes stored) built from part of the demo's reference sample. A drifting batch must fail ``distribution_drift`` with severity
 ERROR, name the failing probes, and stop ``accepted_dataset``; a batch of held-out real messages must pass.
@@ -21,6 +21,7 @@ from synqa_dagster.config import GateConfig
 from synqa_dagster.checks.drift import build_drift_checks
 from synqa_dagster.gates.base import GateResult, decision_table
 from synqa_dagster.resources import EmbedderResource, ParquetIOManager, StoreResource
+from synqa_dagster.stages import last_automatic
 from synqa_dagster.stats.config import DriftConfig
 from synqa_dagster.stats.reference import ReferenceCorpusError, load_reference_corpus
 from tests.stats.realdata import polite_long as _polite_long
@@ -42,6 +43,9 @@ def demo_split(repo_root, tmp_path_factory):
     return drift, held_out, storage
 
 
+LAST = last_automatic()  # the stage whose survivors the drift findings test
+
+
 def _defs(drift: DriftConfig, batch: pd.DataFrame, storage):
     partitions = dg.DailyPartitionsDefinition(start_date="2026-11-01")
     common = dict(partitions_def=partitions, io_manager_key="parquet_io_manager")
@@ -50,9 +54,9 @@ def _defs(drift: DriftConfig, batch: pd.DataFrame, storage):
     def generated_candidates():
         return batch
 
-    @dg.asset(name="contamination_gate", **common)
-    def contamination_gate(generated_candidates: pd.DataFrame):
-        return decision_table(generated_candidates, GateResult.all_kept("contamination", len(generated_candidates)))
+    @dg.asset(name=LAST.asset, **common)  # the registry's last automatic stage (what the findings read)
+    def last_gate(generated_candidates: pd.DataFrame):
+        return decision_table(generated_candidates, GateResult.all_kept(LAST.name, len(generated_candidates)))
 
     @dg.asset(name="candidate_embeddings", **common)
     def candidate_embeddings(generated_candidates: pd.DataFrame):
@@ -60,12 +64,12 @@ def _defs(drift: DriftConfig, batch: pd.DataFrame, storage):
         # vectors are of `text`, used only when text_column is "text")
         return pd.DataFrame({"row_id": generated_candidates["row_id"], "embedding": [np.zeros(384, np.float32)] * len(generated_candidates)})
 
-    @dg.asset(name="accepted_dataset", deps=["drift_findings"], **common)
-    def accepted_dataset(contamination_gate: pd.DataFrame):
-        return contamination_gate
+    @dg.asset(name="accepted_dataset", deps=["drift_findings"], ins={"last": dg.AssetIn(LAST.asset)}, **common)
+    def accepted_dataset(last: pd.DataFrame):
+        return last
 
     findings = build_drift_findings_asset(None, GateConfig(drift=drift), partitions)
-    assets = [build_reference_asset(drift), generated_candidates, contamination_gate, candidate_embeddings, findings, accepted_dataset]
+    assets = [build_reference_asset(drift), generated_candidates, last_gate, candidate_embeddings, findings, accepted_dataset]
     checks = build_drift_checks(drift, partitions)
     resources = {
         "parquet_io_manager": ParquetIOManager(base_path=str(storage)),
@@ -113,11 +117,11 @@ def test_drifting_batch_is_returned_to_synthesis(demo_split, tmp_path):
     # the blocking ERROR failed the run, so it was rolled back: its findings (and their PNGs) are in the run's
     # metadata in the UI, and nothing of the drifting batch was published
     assert not (storage / "drift_findings" / "batch=2026-11-02").exists()
-    assert not (storage / "contamination_gate" / "batch=2026-11-02").exists()
+    assert not (storage / LAST.asset / "batch=2026-11-02").exists()
     assert not evals["politeness_skew"].passed  # WARN-level screen flags the over-politeness too
     assert evals["politeness_skew"].severity == dg.AssetCheckSeverity.WARN
     assert "accepted_dataset" not in materialized  # the blocking ERROR stopped the batch
-    assert "contamination_gate" in materialized and "drift_findings" in materialized
+    assert LAST.asset in materialized and "drift_findings" in materialized
 
 
 def test_similar_batch_passes(demo_split, tmp_path):
