@@ -558,7 +558,9 @@ def privacy_facts(gate_tables: Mapping[str, pd.DataFrame], gates: Any, real_rows
             leakage_by_category={str(k): int(v) for k, v in dropped["reject_category"].value_counts().sort_index().items()},
             leakage_by_source={k: sum(s.startswith(k + ":") for s in sources) for k in ("seed", "reference") if any(s.startswith(k + ":") for s in sources)},
             leakage_sources=sorted(set(sources))[:20], min_span_words=config.min_span_words, min_span_chars=config.min_span_chars,
-            embedding_threshold=config.embedding_threshold if config.use_embeddings else None,
+            embedding_threshold=(None if not config.use_embeddings else config.static_embedding_threshold
+                                 if getattr(getattr(gates, "embedding", None), "route", None) == "static_cascade"
+                                 else config.embedding_threshold),  # the threshold of the route that ran
         )
     return PrivacyFacts(**facts)
 
