@@ -71,11 +71,18 @@ def gate(real, embedder) -> MemorisationGate:
 
 
 @pytest.fixture(scope="module")
-def candidates(repo_root) -> pd.DataFrame:
+def candidates(repo_root, shared_data) -> pd.DataFrame:
+    """Machine-generated rows that copy nothing of ours: Self-Instruct's 252 text-davinci-003 responses (real
+    model output, ../shared/data), plus the demo's stored candidates when a demo has run on this machine (the
+    SmolLM2 teacher's rows on our own topics; they hold a few real copies of seeds, which the tests confirm)."""
+    import json
+
+    lines = (shared_data / "self_instruct" / "text-davinci-003_predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    model_rows = rows_of([r["instruction"] for r in records], [str(r.get("response") or "") for r in records])
     paths = sorted(glob.glob(str(repo_root / ".synqa" / "storage" / "generated_candidates" / "batch=*" / "data.parquet")))
-    if not paths:
-        pytest.skip("no stored demo candidates (run the demo once)")
-    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    demo = [pd.read_parquet(p)[["row_id", "instruction", "response", "text"]] for p in paths]
+    return pd.concat([model_rows, *demo], ignore_index=True)
 
 
 def rows_of(instructions, responses=None) -> pd.DataFrame:
