@@ -140,9 +140,15 @@ def _pii(config: Any, env: GateEnvironment) -> Gate:
 
 
 def _memorisation(config: Any, env: GateEnvironment) -> Gate:
-    from synqa_dagster.gates.memorisation import RealRowsMemorisationGate
+    return _cached_memorisation(config.model_dump_json(), env.embedder() if config.use_embeddings else None)
 
-    return RealRowsMemorisationGate(config, embedder=env.embedder() if config.use_embeddings else None)
+
+@lru_cache(maxsize=4)
+def _cached_memorisation(config_json: str, embedder: Any) -> Gate:
+    # one per configuration: the batch's gate, its canaries and a re-run share the index of the same real rows
+    from synqa_dagster.gates.memorisation import MemorisationGateConfig, RealRowsMemorisationGate
+
+    return RealRowsMemorisationGate(MemorisationGateConfig.model_validate(json.loads(config_json)), embedder=embedder)
 
 
 def _quality(config: Any, env: GateEnvironment) -> Gate:

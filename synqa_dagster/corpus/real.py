@@ -18,9 +18,10 @@ REAL_COLUMNS = ("source_id", "source", "text")
 
 
 def real_rows(seeds: pd.DataFrame | None = None, reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The seed corpus (``seed_id``, ``text``) and the reference sample (``ref_id``, ``message_id`` or ``row_id``, ``text``,
-    optional ``embedding``) as one table of ``source_id``, ``source`` (``seed`` / ``reference``), ``text`` — plus
-    ``embedding`` when every part carries one (the reference corpus is embedded once, by its own asset).
+    """The seed corpus (``seed_id``, ``text``) and the reference sample (``ref_id``, ``message_id`` or ``row_id``,
+    ``text``, optional ``embedding``) as one table of ``source_id``, ``source`` (``seed`` / ``reference``), ``text``
+    — plus ``embedding`` when any part carries vectors (None for the rows without: the reference corpus is embedded
+    once, by its own asset, so only the seeds are left to encode, see :func:`with_embeddings`).
 
     Blank texts are left out; the same text from both sides stays twice (each source is named)."""
     parts = []
@@ -40,20 +41,20 @@ def real_rows(seeds: pd.DataFrame | None = None, reference: pd.DataFrame | None 
         parts.append(part[part["text"].str.strip() != ""])
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=str) for c in REAL_COLUMNS})
-    if not all("embedding" in p.columns for p in parts):
-        parts = [p.drop(columns=["embedding"], errors="ignore") for p in parts]
+    if any("embedding" in p.columns for p in parts):
+        parts = [p if "embedding" in p.columns else p.assign(embedding=[None] * len(p)) for p in parts]
     return pd.concat(parts, ignore_index=True)
 
 
 def with_embeddings(rows: pd.DataFrame, embedder: Any) -> pd.DataFrame:
-    """``rows`` with an ``embedding`` column: the vectors it has, the others encoded with ``embedder``."""
+    """``rows`` with an ``embedding`` for every row: the vectors it has, the others encoded with ``embedder``
+    (in one call)."""
     if not len(rows):
         return rows.assign(embedding=[])
-    have = rows["embedding"].notna() if "embedding" in rows.columns else pd.Series(False, index=rows.index)
     vectors = list(rows["embedding"]) if "embedding" in rows.columns else [None] * len(rows)
-    missing = np.flatnonzero(~have.to_numpy())
-    if len(missing):
+    missing = [i for i, v in enumerate(vectors) if v is None or (isinstance(v, float) and np.isnan(v))]
+    if missing:
         encoded = embedder.encode(rows["text"].iloc[missing].astype(str).tolist())
         for j, i in enumerate(missing):
-            vectors[int(i)] = np.asarray(encoded[j], dtype=np.float32)
+            vectors[i] = encoded[j]
     return rows.assign(embedding=[np.asarray(v, dtype=np.float32) for v in vectors])

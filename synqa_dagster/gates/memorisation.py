@@ -527,8 +527,11 @@ class MemorisationGate(Gate):
             vectors = rows["embedding"] if "embedding" in rows.columns else None
             if vectors is not None and len(rows) and vectors.notna().all():
                 self.real_embeddings = np.asarray(np.stack([np.asarray(v, dtype=np.float32) for v in vectors]))
-            elif embedder is not None and len(rows):
-                self.real_embeddings = embedder.encode(_strings(self.real_rows["text"]))
+            elif embedder is not None and len(rows):  # encode only the rows without vectors (the seeds, in a batch)
+                from synqa_dagster.corpus.real import with_embeddings
+
+                filled = with_embeddings(rows.assign(text=_strings(self.real_rows["text"])), embedder)
+                self.real_embeddings = np.asarray(np.stack(filled["embedding"].tolist()))
         if route is not None:
             if route not in ("static_cascade", "minilm"):
                 raise ValueError(f"route must be 'static_cascade' or 'minilm', got {route!r}")

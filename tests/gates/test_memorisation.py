@@ -514,3 +514,19 @@ def test_planter_follows_config_and_corpora_without_pii(real):
     short = [r for r in records if r["kind"] == "short_overlap"]
     assert short and all("5 words of" in r["detail"] for r in short)
     assert any(r["kind"] == "redacted_copy" and "[EMAIL]" in r["instruction"] for r in records)
+
+
+def test_the_reference_vectors_are_reused_and_only_the_seeds_are_encoded(repo_root, embedder):
+    """The funnel's real rows: the reference corpus arrives embedded (by its own asset), the seeds do not; the
+    gate encodes only the seeds, and its vectors equal encoding everything."""
+    from synqa_dagster.corpus.real import real_rows
+
+    seeds = pd.DataFrame(_jsonl(repo_root / "data" / "demo" / "seeds.jsonl"))
+    ref = pd.DataFrame(_jsonl(repo_root / "data" / "demo" / "reference_customers.jsonl")).head(50)
+    ref = ref.assign(embedding=list(embedder.encode(ref["text"].tolist())))
+    rows = real_rows(seeds, ref)
+    assert rows["embedding"].isna().sum() == len(seeds) and rows["embedding"].notna().sum() == len(ref)
+    counting = CountingEmbedder(embedder)
+    gate = MemorisationGate(MemorisationGateConfig(), rows, embedder=counting)
+    assert (counting.calls, counting.texts) == (1, len(seeds))
+    np.testing.assert_allclose(gate.real_embeddings, embedder.encode(rows["text"].tolist()), atol=1e-5)
